@@ -1,0 +1,341 @@
+//! The whisper engine: one loaded model, and decoders (whisper states) that turn a
+//! 16 kHz utterance into text.
+//!
+//! Decoding policy lives here so batch and live transcription share it: the encoder
+//! window is sized to the audio (`audio_ctx`), Mandarin gets a Simplified-Chinese prompt
+//! and conversion, and output that looks like a decoder loop or a known silence
+//! hallucination is retried with the full window or dropped.
+
+use std::path::{Path, PathBuf};
+
+use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
+
+use crate::text;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{path}: cannot load whisper model (is it a ggml whisper file?)")]
+    Load { path: PathBuf },
+    #[error("cannot create a whisper state: {0}")]
+    State(String),
+    #[error("whisper decode failed: {0}")]
+    Decode(String),
+    #[error("model {path} is English-only; it cannot transcribe language {language}")]
+    EnglishOnly { path: PathBuf, language: String },
+}
+
+/// Which language to recognise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    Zh,
+    En,
+    Auto,
+}
+
+impl Language {
+    pub fn code(self) -> &'static str {
+        match self {
+            Language::Zh => "zh",
+            Language::En => "en",
+            Language::Auto => "auto",
+        }
+    }
+}
+
+impl std::str::FromStr for Language {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "zh" => Ok(Language::Zh),
+            "en" => Ok(Language::En),
+            "auto" => Ok(Language::Auto),
+            other => Err(format!("unknown language {other:?} (zh, en, auto)")),
+        }
+    }
+}
+
+/// The Simplified-Chinese prompt: it steers whisper's script choice towards Simplified
+/// and its register towards spoken service-hotline Mandarin.
+pub const ZH_PROMPT: &str = "以下是普通话的句子，使用简体中文。";
+
+#[derive(Debug, Clone)]
+pub struct DecodeOptions {
+    pub language: Language,
+    /// Beam width; 1 is greedy.
+    pub beam: u32,
+    /// Size the encoder window to the audio instead of always encoding 30 s.
+    pub fit_audio_ctx: bool,
+    pub threads: u32,
+    /// Prompt for Mandarin; `None` disables it.
+    pub zh_prompt: Option<String>,
+    /// Re-decode at higher temperatures when the result is unlikely or repetitive.
+    pub temperature_fallback: bool,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            language: Language::Zh,
+            beam: 5,
+            fit_audio_ctx: true,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(2),
+            zh_prompt: Some(ZH_PROMPT.to_string()),
+            temperature_fallback: true,
+        }
+    }
+}
+
+/// One piece of decoded text, times relative to the start of the decoded audio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Piece {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub text: String,
+    pub no_speech_prob: f32,
+    pub avg_logprob: f32,
+}
+
+pub struct Engine {
+    ctx: WhisperContext,
+    path: PathBuf,
+    multilingual: bool,
+}
+
+/// whisper.cpp refuses audio shorter than 1 s; shorter utterances are padded with silence.
+const MIN_SAMPLES: usize = 16_000 + 1_600;
+/// Encoder frames per second of audio (20 ms each).
+const CTX_PER_SECOND: f64 = 50.0;
+/// Extra encoder frames beyond the audio: a short window with no margin makes the decoder
+/// run past the end of speech and loop.
+const CTX_MARGIN: i32 = 64;
+const FULL_CTX: i32 = 1500;
+
+/// The encoder window used for `samples` of 16 kHz audio.
+pub fn audio_ctx_for(samples: usize) -> i32 {
+    let secs = samples.max(MIN_SAMPLES) as f64 / 16_000.0;
+    let frames = (secs * CTX_PER_SECOND).ceil() as i32 + CTX_MARGIN;
+    frames.min(FULL_CTX)
+}
+
+impl Engine {
+    pub fn load(path: &Path) -> Result<Engine, EngineError> {
+        whisper_rs::install_logging_hooks();
+        let path_str = path.to_str().ok_or_else(|| EngineError::Load {
+            path: path.to_path_buf(),
+        })?;
+        let ctx = WhisperContext::new_with_params(path_str, WhisperContextParameters::default())
+            .map_err(|_| EngineError::Load {
+                path: path.to_path_buf(),
+            })?;
+        let multilingual = ctx.is_multilingual();
+        Ok(Engine {
+            ctx,
+            path: path.to_path_buf(),
+            multilingual,
+        })
+    }
+
+    pub fn is_multilingual(&self) -> bool {
+        self.multilingual
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A decoder with its own whisper state; several may run in parallel on one engine.
+    pub fn decoder(&self) -> Result<Decoder, EngineError> {
+        let state = self
+            .ctx
+            .create_state()
+            .map_err(|e| EngineError::State(e.to_string()))?;
+        Ok(Decoder {
+            state,
+            multilingual: self.multilingual,
+            path: self.path.clone(),
+        })
+    }
+}
+
+pub struct Decoder {
+    state: whisper_rs::WhisperState,
+    multilingual: bool,
+    path: PathBuf,
+}
+
+struct RawResult {
+    pieces: Vec<Piece>,
+    lang: Option<&'static str>,
+}
+
+impl Decoder {
+    /// Decodes one utterance (16 kHz mono). Returns the pieces that survive the guards.
+    pub fn decode(&mut self, audio: &[f32], opts: &DecodeOptions) -> Result<Vec<Piece>, EngineError> {
+        if !self.multilingual && opts.language != Language::En {
+            if opts.language == Language::Auto {
+                // An English-only model can only answer in English.
+                return self.decode(audio, &DecodeOptions { language: Language::En, ..opts.clone() });
+            }
+            return Err(EngineError::EnglishOnly {
+                path: self.path.clone(),
+                language: opts.language.code().to_string(),
+            });
+        }
+        if audio.is_empty() {
+            return Ok(Vec::new());
+        }
+        let padded;
+        let audio = if audio.len() < MIN_SAMPLES {
+            let mut v = audio.to_vec();
+            v.resize(MIN_SAMPLES, 0.0);
+            padded = v;
+            &padded[..]
+        } else {
+            audio
+        };
+        let ctx = if opts.fit_audio_ctx {
+            audio_ctx_for(audio.len())
+        } else {
+            0
+        };
+        let mut raw = self.run(audio, opts, ctx)?;
+        let joined: String = raw.pieces.iter().map(|p| p.text.as_str()).collect();
+        if ctx != 0 && ctx < FULL_CTX && suspicious(&joined, audio.len()) {
+            tracing::debug!(text = %joined, ctx, "short window looks looped; retrying with the full window");
+            raw = self.run(audio, opts, 0)?;
+        }
+        Ok(self.clean(raw, audio.len(), opts))
+    }
+
+    fn run(&mut self, audio: &[f32], opts: &DecodeOptions, audio_ctx: i32) -> Result<RawResult, EngineError> {
+        let strategy = if opts.beam > 1 {
+            SamplingStrategy::BeamSearch {
+                beam_size: opts.beam as i32,
+                patience: -1.0,
+            }
+        } else {
+            SamplingStrategy::Greedy { best_of: 1 }
+        };
+        let mut params = FullParams::new(strategy);
+        params.set_n_threads(opts.threads.max(1) as i32);
+        params.set_language(Some(opts.language.code()));
+        params.set_translate(false);
+        params.set_no_context(true);
+        params.set_print_special(false);
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_timestamps(false);
+        params.set_suppress_blank(true);
+        params.set_suppress_nst(true);
+        params.set_temperature(0.0);
+        params.set_temperature_inc(if opts.temperature_fallback { 0.2 } else { 0.0 });
+        params.set_entropy_thold(2.4);
+        params.set_logprob_thold(-1.0);
+        params.set_no_speech_thold(0.6);
+        params.set_audio_ctx(audio_ctx);
+        if opts.language == Language::Zh {
+            if let Some(p) = &opts.zh_prompt {
+                params.set_initial_prompt(p);
+            }
+        }
+        self.state
+            .full(params, audio)
+            .map_err(|e| EngineError::Decode(e.to_string()))?;
+        let lang = whisper_rs::get_lang_str(self.state.full_lang_id_from_state());
+        let mut pieces = Vec::new();
+        for seg in self.state.as_iter() {
+            let text = match seg.to_str_lossy() {
+                Ok(t) => t.trim().to_string(),
+                Err(_) => continue,
+            };
+            let n = seg.n_tokens();
+            let mut sum = 0.0f32;
+            let mut count = 0;
+            for i in 0..n {
+                if let Some(tok) = seg.get_token(i) {
+                    let d = tok.token_data();
+                    sum += d.plog;
+                    count += 1;
+                }
+            }
+            pieces.push(Piece {
+                start_ms: (seg.start_timestamp().max(0) as u64) * 10,
+                end_ms: (seg.end_timestamp().max(0) as u64) * 10,
+                text,
+                no_speech_prob: seg.no_speech_probability(),
+                avg_logprob: if count > 0 { sum / count as f32 } else { 0.0 },
+            });
+        }
+        Ok(RawResult { pieces, lang })
+    }
+
+    fn clean(&self, raw: RawResult, samples: usize, opts: &DecodeOptions) -> Vec<Piece> {
+        let zh = opts.language == Language::Zh || raw.lang == Some("zh");
+        let prompt_norm: Vec<char> = opts
+            .zh_prompt
+            .as_deref()
+            .map(text::normalize_zh)
+            .unwrap_or_default();
+        let duration_ms = samples as u64 * 1000 / 16_000;
+        let mut out = Vec::new();
+        for mut p in raw.pieces {
+            if zh {
+                p.text = text::to_simplified(&p.text);
+            }
+            // whisper's own rule for "this window was silence".
+            if p.no_speech_prob > 0.6 && p.avg_logprob < -1.0 {
+                continue;
+            }
+            if text::is_hallucination(&p.text) {
+                continue;
+            }
+            let norm = text::normalize_zh(&p.text);
+            if norm.is_empty() {
+                continue;
+            }
+            // An echo of the prompt is not speech.
+            if zh && norm.len() >= 4 && is_subsequence_run(&norm, &prompt_norm) {
+                continue;
+            }
+            if text::looks_looped(&p.text) {
+                p.text = text::collapse_repeats(&p.text);
+            }
+            p.end_ms = p.end_ms.min(duration_ms);
+            p.start_ms = p.start_ms.min(p.end_ms);
+            out.push(p);
+        }
+        out
+    }
+}
+
+/// Text that is a loop, or far denser than speech can be (≈ 8 syllables/s at most).
+fn suspicious(text: &str, samples: usize) -> bool {
+    let secs = samples as f64 / 16_000.0;
+    let chars = text.chars().filter(|c| !c.is_whitespace()).count() as f64;
+    text::looks_looped(text) || chars > 12.0 * secs + 20.0
+}
+
+/// True when `needle` occurs contiguously in `hay`.
+fn is_subsequence_run(needle: &[char], hay: &[char]) -> bool {
+    needle.len() <= hay.len() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_ctx_is_sized_to_the_audio() {
+        assert_eq!(audio_ctx_for(16_000 * 3), 150 + 64);
+        assert_eq!(audio_ctx_for(100), audio_ctx_for(MIN_SAMPLES));
+        assert_eq!(audio_ctx_for(16_000 * 40), FULL_CTX);
+    }
+
+    #[test]
+    fn density_guard() {
+        assert!(suspicious(&"的".repeat(80), 16_000 * 2));
+        assert!(!suspicious("我想咨询一下社保的问题", 16_000 * 3));
+    }
+}

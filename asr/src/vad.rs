@@ -1,0 +1,455 @@
+//! Voice activity detection and utterance end-pointing, sans-IO.
+//!
+//! [`Vad`] labels fixed 20 ms frames of 16 kHz audio as speech or not from their energy
+//! against a noise floor tracked by minimum statistics (the quietest frame of the last
+//! 1.5 s: speech always has dips between syllables, steady noise does not). [`Endpointer`]
+//! turns that frame stream into utterances: an onset needs a few speech frames in a row,
+//! an utterance ends after a configurable silence, and one that runs too long is split at
+//! its quietest frame. Both take samples only; time is the frame index.
+
+use std::collections::VecDeque;
+
+/// Samples per VAD frame at 16 kHz (20 ms).
+pub const FRAME: usize = 320;
+pub const FRAME_MS: u64 = 20;
+
+#[derive(Debug, Clone)]
+pub struct VadConfig {
+    /// A frame is speech when it is this far above the noise floor…
+    pub above_floor_db: f32,
+    /// …and above this absolute level (dBFS, full scale = 0 dB for a ±1.0 square wave).
+    pub min_level_dbfs: f32,
+    /// Window of the minimum-statistics noise floor.
+    pub floor_window_ms: u64,
+}
+
+impl Default for VadConfig {
+    fn default() -> Self {
+        VadConfig {
+            above_floor_db: 10.0,
+            min_level_dbfs: -50.0,
+            floor_window_ms: 1500,
+        }
+    }
+}
+
+/// Energy of a frame in dBFS.
+pub fn frame_db(frame: &[f32]) -> f32 {
+    if frame.is_empty() {
+        return -100.0;
+    }
+    let power = frame.iter().map(|s| s * s).sum::<f32>() / frame.len() as f32;
+    10.0 * (power + 1e-10).log10()
+}
+
+pub struct Vad {
+    cfg: VadConfig,
+    recent: VecDeque<f32>,
+    window: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameLabel {
+    pub speech: bool,
+    pub db: f32,
+}
+
+impl Vad {
+    pub fn new(cfg: VadConfig) -> Self {
+        let window = (cfg.floor_window_ms / FRAME_MS).max(1) as usize;
+        Vad {
+            cfg,
+            recent: VecDeque::with_capacity(window),
+            window,
+        }
+    }
+
+    /// Labels one frame (normally [`FRAME`] samples).
+    pub fn push(&mut self, frame: &[f32]) -> FrameLabel {
+        let db = frame_db(frame);
+        if self.recent.len() == self.window {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(db);
+        let floor = self.recent.iter().copied().fold(f32::INFINITY, f32::min);
+        let speech = db >= self.cfg.min_level_dbfs && db >= floor + self.cfg.above_floor_db;
+        FrameLabel { speech, db }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Speech frames in a row that open an utterance.
+    pub onset_frames: u64,
+    /// Silence that closes an utterance.
+    pub end_silence_ms: u64,
+    /// Longest utterance; a longer one is split at its quietest frame.
+    pub max_utterance_ms: u64,
+    /// Utterances with less speech than this are dropped (clicks, coughs).
+    pub min_speech_ms: u64,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            onset_frames: 3,
+            end_silence_ms: 600,
+            max_utterance_ms: 25_000,
+            min_speech_ms: 200,
+        }
+    }
+}
+
+/// An utterance in frames: `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Utterance {
+    pub start_frame: u64,
+    pub end_frame: u64,
+}
+
+impl Utterance {
+    pub fn start_ms(&self) -> u64 {
+        self.start_frame * FRAME_MS
+    }
+    pub fn end_ms(&self) -> u64 {
+        self.end_frame * FRAME_MS
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointEvent {
+    /// Speech began at this frame (an utterance is now open).
+    Start { frame: u64 },
+    /// An utterance is complete.
+    End(Utterance),
+}
+
+enum State {
+    Idle { run: u64 },
+    Open(Open),
+}
+
+struct Open {
+    start: u64,
+    last_speech: u64,
+    speech_frames: u64,
+    /// Energy of every frame since `start`, for choosing a split point.
+    energies: Vec<f32>,
+}
+
+pub struct Endpointer {
+    cfg: EndpointConfig,
+    state: State,
+    frame: u64,
+}
+
+impl Endpointer {
+    pub fn new(cfg: EndpointConfig) -> Self {
+        Endpointer {
+            cfg,
+            state: State::Idle { run: 0 },
+            frame: 0,
+        }
+    }
+
+    /// Frames seen so far.
+    pub fn frames(&self) -> u64 {
+        self.frame
+    }
+
+    /// Whether an utterance is open, and since which frame.
+    pub fn open_since(&self) -> Option<u64> {
+        match &self.state {
+            State::Open(o) => Some(o.start),
+            State::Idle { .. } => None,
+        }
+    }
+
+    fn min_speech_frames(&self) -> u64 {
+        self.cfg.min_speech_ms.div_ceil(FRAME_MS)
+    }
+
+    /// Feeds the label of the next frame.
+    pub fn push(&mut self, label: FrameLabel, events: &mut Vec<EndpointEvent>) {
+        let now = self.frame;
+        self.frame += 1;
+        let end_silence = self.cfg.end_silence_ms.div_ceil(FRAME_MS).max(1);
+        let max_frames = (self.cfg.max_utterance_ms / FRAME_MS).max(2);
+        let min_speech = self.min_speech_frames();
+        match &mut self.state {
+            State::Idle { run } => {
+                if label.speech {
+                    *run += 1;
+                    if *run >= self.cfg.onset_frames {
+                        let start = now + 1 - *run;
+                        let energies = vec![label.db; *run as usize];
+                        self.state = State::Open(Open {
+                            start,
+                            last_speech: now,
+                            speech_frames: *run,
+                            energies,
+                        });
+                        events.push(EndpointEvent::Start { frame: start });
+                    }
+                } else {
+                    *run = 0;
+                }
+            }
+            State::Open(open) => {
+                open.energies.push(label.db);
+                if label.speech {
+                    open.last_speech = now;
+                    open.speech_frames += 1;
+                }
+                if now - open.last_speech >= end_silence {
+                    let utt = Utterance {
+                        start_frame: open.start,
+                        end_frame: open.last_speech + 1,
+                    };
+                    if open.speech_frames >= min_speech {
+                        events.push(EndpointEvent::End(utt));
+                    }
+                    self.state = State::Idle { run: 0 };
+                } else if now + 1 - open.start >= max_frames {
+                    // Split at the quietest frame of the second half, so neither part is tiny.
+                    let half = open.energies.len() / 2;
+                    let rel = open.energies[half..]
+                        .iter()
+                        .enumerate()
+                        .min_by(|a, b| a.1.total_cmp(b.1))
+                        .map(|(i, _)| half + i)
+                        .unwrap_or(half);
+                    let split = open.start + rel as u64;
+                    events.push(EndpointEvent::End(Utterance {
+                        start_frame: open.start,
+                        end_frame: split.max(open.start + 1),
+                    }));
+                    open.energies.drain(..rel);
+                    open.start = split;
+                    open.last_speech = open.last_speech.max(split);
+                    open.speech_frames = open.energies.len() as u64;
+                    events.push(EndpointEvent::Start { frame: split });
+                }
+            }
+        }
+    }
+
+    /// Closes an open utterance at end of input.
+    pub fn finish(&mut self, events: &mut Vec<EndpointEvent>) {
+        if let State::Open(open) = &self.state {
+            if open.speech_frames >= self.min_speech_frames() {
+                events.push(EndpointEvent::End(Utterance {
+                    start_frame: open.start,
+                    end_frame: open.last_speech + 1,
+                }));
+            }
+        }
+        self.state = State::Idle { run: 0 };
+    }
+}
+
+/// How whole recordings are cut for batch transcription.
+#[derive(Debug, Clone)]
+pub struct SegmenterConfig {
+    pub vad: VadConfig,
+    pub endpoint: EndpointConfig,
+    /// Audio kept before and after each utterance.
+    pub pre_pad_ms: u64,
+    pub post_pad_ms: u64,
+    /// Neighbouring utterances closer than this are decoded together while the result
+    /// stays within `max_segment_ms`: whisper does better with a sentence of context.
+    pub merge_gap_ms: u64,
+    pub max_segment_ms: u64,
+}
+
+impl Default for SegmenterConfig {
+    fn default() -> Self {
+        SegmenterConfig {
+            vad: VadConfig::default(),
+            endpoint: EndpointConfig::default(),
+            pre_pad_ms: 200,
+            post_pad_ms: 300,
+            merge_gap_ms: 1000,
+            max_segment_ms: 20_000,
+        }
+    }
+}
+
+/// A stretch of a recording in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+impl Span {
+    pub fn samples(&self, rate: u32, len: usize) -> std::ops::Range<usize> {
+        let s = (self.start_ms * rate as u64 / 1000) as usize;
+        let e = (self.end_ms * rate as u64 / 1000) as usize;
+        s.min(len)..e.min(len)
+    }
+}
+
+/// Finds the speech in a whole 16 kHz recording.
+pub fn segment(samples: &[f32], cfg: &SegmenterConfig) -> Vec<Span> {
+    let mut vad = Vad::new(cfg.vad.clone());
+    let mut ep = Endpointer::new(cfg.endpoint.clone());
+    let mut events = Vec::new();
+    for frame in samples.chunks(FRAME) {
+        let label = vad.push(frame);
+        ep.push(label, &mut events);
+    }
+    ep.finish(&mut events);
+    let total_ms = samples.len() as u64 * 1000 / crate::WHISPER_RATE as u64;
+    let mut spans: Vec<Span> = Vec::new();
+    for ev in events {
+        let EndpointEvent::End(u) = ev else { continue };
+        let span = Span {
+            start_ms: u.start_ms().saturating_sub(cfg.pre_pad_ms),
+            end_ms: (u.end_ms() + cfg.post_pad_ms).min(total_ms),
+        };
+        if let Some(last) = spans.last_mut() {
+            let close = span.start_ms <= last.end_ms + cfg.merge_gap_ms;
+            if close && span.end_ms - last.start_ms <= cfg.max_segment_ms {
+                last.end_ms = span.end_ms;
+                continue;
+            }
+            // Padding must not make neighbours overlap.
+            if span.start_ms < last.end_ms {
+                let mid = (span.start_ms + last.end_ms) / 2;
+                last.end_ms = mid;
+                spans.push(Span {
+                    start_ms: mid,
+                    end_ms: span.end_ms,
+                });
+                continue;
+            }
+        }
+        spans.push(span);
+    }
+    spans.retain(|s| s.end_ms > s.start_ms);
+    spans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(n: usize, amp: f32, seed: &mut u64) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((*seed >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 2.0 * amp
+            })
+            .collect()
+    }
+
+    /// A syllable-like burst: a 200 Hz harmonic tone with a 4 Hz amplitude envelope.
+    fn speechlike(ms: usize, amp: f32) -> Vec<f32> {
+        let n = ms * 16;
+        (0..n)
+            .map(|i| {
+                let t = i as f32 / 16000.0;
+                let env = (std::f32::consts::PI * 4.0 * t).sin().abs();
+                amp * env
+                    * ((2.0 * std::f32::consts::PI * 200.0 * t).sin()
+                        + 0.5 * (2.0 * std::f32::consts::PI * 400.0 * t).sin())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn silence_and_steady_noise_give_nothing() {
+        let mut seed = 1;
+        assert!(segment(&vec![0.0; 16000 * 5], &SegmenterConfig::default()).is_empty());
+        let hiss = noise(16000 * 10, 0.05, &mut seed);
+        assert!(segment(&hiss, &SegmenterConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn finds_speech_between_silences() {
+        let mut seed = 7;
+        let mut x = noise(16000, 0.001, &mut seed);
+        x.extend(speechlike(2000, 0.3));
+        x.extend(noise(16000 * 3, 0.001, &mut seed));
+        x.extend(speechlike(1500, 0.3));
+        x.extend(noise(16000, 0.001, &mut seed));
+        let spans = segment(&x, &SegmenterConfig::default());
+        assert_eq!(spans.len(), 2, "{spans:?}");
+        assert!(spans[0].start_ms >= 700 && spans[0].start_ms <= 1000, "{spans:?}");
+        assert!(spans[0].end_ms >= 2900 && spans[0].end_ms <= 3400, "{spans:?}");
+        assert!(spans[1].start_ms >= 5700 && spans[1].start_ms <= 6000, "{spans:?}");
+    }
+
+    #[test]
+    fn end_of_utterance_waits_for_the_configured_silence() {
+        let cfg = EndpointConfig {
+            end_silence_ms: 600,
+            ..Default::default()
+        };
+        let mut ep = Endpointer::new(cfg);
+        let mut ev = Vec::new();
+        let speech = FrameLabel {
+            speech: true,
+            db: -20.0,
+        };
+        let quiet = FrameLabel {
+            speech: false,
+            db: -70.0,
+        };
+        for _ in 0..50 {
+            ep.push(speech, &mut ev);
+        }
+        assert_eq!(ev, vec![EndpointEvent::Start { frame: 0 }]);
+        for _ in 0..29 {
+            ep.push(quiet, &mut ev);
+        }
+        assert_eq!(ev.len(), 1, "closed too early");
+        ep.push(quiet, &mut ev);
+        assert_eq!(
+            ev[1],
+            EndpointEvent::End(Utterance {
+                start_frame: 0,
+                end_frame: 50
+            })
+        );
+    }
+
+    #[test]
+    fn long_utterance_is_split_at_its_quietest_frame() {
+        let cfg = EndpointConfig {
+            max_utterance_ms: 10_000,
+            ..Default::default()
+        };
+        let mut ep = Endpointer::new(cfg);
+        let mut ev = Vec::new();
+        for i in 0..600u64 {
+            let db = if i == 400 { -45.0 } else { -20.0 };
+            ep.push(FrameLabel { speech: true, db }, &mut ev);
+        }
+        ep.finish(&mut ev);
+        let ends: Vec<Utterance> = ev
+            .iter()
+            .filter_map(|e| match e {
+                EndpointEvent::End(u) => Some(*u),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ends[0], Utterance { start_frame: 0, end_frame: 400 });
+        assert_eq!(ends[1], Utterance { start_frame: 400, end_frame: 600 });
+    }
+
+    #[test]
+    fn clicks_are_not_utterances() {
+        let mut ep = Endpointer::new(EndpointConfig::default());
+        let mut ev = Vec::new();
+        for i in 0..200 {
+            let speech = (10..14).contains(&i);
+            ep.push(FrameLabel { speech, db: -30.0 }, &mut ev);
+        }
+        ep.finish(&mut ev);
+        assert!(!ev.iter().any(|e| matches!(e, EndpointEvent::End(_))), "{ev:?}");
+    }
+}

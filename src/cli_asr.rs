@@ -1,0 +1,64 @@
+//! Recognizer options shared by `transcribe` and `eval`.
+
+use anyhow::Context;
+use clap::Args;
+use hotline_asr::engine::{DecodeOptions, Engine, Language};
+use hotline_asr::model;
+use hotline_asr::transcribe::TranscribeOptions;
+
+#[derive(Args, Clone)]
+pub struct RecognizerArgs {
+    /// Model name (tiny.en, base: fetched with `hotline model fetch`) or path to a ggml file.
+    #[arg(long, default_value = "base")]
+    pub model: String,
+    /// Pass audio through 8 kHz G.711 µ-law and back first, as a phone call would.
+    #[arg(long)]
+    pub telephone: bool,
+    /// Beam width for decoding; 1 is greedy.
+    #[arg(long, default_value_t = 5)]
+    pub beam: u32,
+    /// Decoder threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<u32>,
+    /// Decode the recording in whisper's 30 s windows instead of voice-activity segments.
+    #[arg(long)]
+    pub no_vad: bool,
+    /// Always encode a full 30 s window instead of sizing it to the audio (audio_ctx).
+    #[arg(long)]
+    pub full_window: bool,
+    /// Prompt for Mandarin (default: a Simplified-Chinese prompt); "" disables it.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Disable temperature fallback (one greedy/beam pass at temperature 0).
+    #[arg(long)]
+    pub no_fallback: bool,
+}
+
+impl RecognizerArgs {
+    pub fn load_engine(&self) -> anyhow::Result<Engine> {
+        let path = model::resolve(&self.model)?;
+        Engine::load(&path).with_context(|| format!("loading model {}", self.model))
+    }
+
+    pub fn options(&self, language: Language) -> TranscribeOptions {
+        let mut decode = DecodeOptions {
+            language,
+            beam: self.beam.max(1),
+            fit_audio_ctx: !self.full_window,
+            temperature_fallback: !self.no_fallback,
+            ..DecodeOptions::default()
+        };
+        if let Some(t) = self.threads {
+            decode.threads = t.max(1);
+        }
+        if let Some(p) = &self.prompt {
+            decode.zh_prompt = (!p.is_empty()).then(|| p.clone());
+        }
+        TranscribeOptions {
+            decode,
+            telephone: self.telephone,
+            vad: !self.no_vad,
+            ..TranscribeOptions::default()
+        }
+    }
+}
