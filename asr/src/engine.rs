@@ -56,7 +56,7 @@ impl std::str::FromStr for Language {
 
 /// The Simplified-Chinese prompt: it steers whisper's script choice towards Simplified
 /// and its register towards spoken service-hotline Mandarin.
-pub const ZH_PROMPT: &str = "以下是普通话的句子，使用简体中文。";
+pub const ZH_PROMPT: &str = "以下是普通话的句子。";
 
 #[derive(Debug, Clone)]
 pub struct DecodeOptions {

@@ -71,7 +71,15 @@ pub fn transcribe(
     let mut out = Vec::new();
     for span in spans {
         let range = span.samples(WHISPER_RATE, samples.len());
-        for piece in decoder.decode(&samples[range], &opts.decode)? {
+        let started = std::time::Instant::now();
+        let pieces = decoder.decode(&samples[range], &opts.decode)?;
+        tracing::debug!(
+            start_ms = span.start_ms,
+            end_ms = span.end_ms,
+            decode_ms = started.elapsed().as_millis() as u64,
+            "decoded span"
+        );
+        for piece in pieces {
             let start_ms = span.start_ms + piece.start_ms;
             let end_ms = (span.start_ms + piece.end_ms.max(piece.start_ms)).min(span.end_ms);
             out.push(Segment {

@@ -1,34 +1,34 @@
 //! Voice activity detection and utterance end-pointing, sans-IO.
 //!
-//! [`Vad`] labels fixed 20 ms frames of 16 kHz audio as speech or not from their energy
-//! against a noise floor tracked by minimum statistics (the quietest frame of the last
-//! 1.5 s: speech always has dips between syllables, steady noise does not). [`Endpointer`]
-//! turns that frame stream into utterances: an onset needs a few speech frames in a row,
-//! an utterance ends after a configurable silence, and one that runs too long is split at
-//! its quietest frame. Both take samples only; time is the frame index.
+//! [`Vad`] labels fixed 16 ms frames of 16 kHz audio as speech or not. The speech score
+//! comes from earshot's small streaming neural detector (pure Rust, ~8 KiB of state per
+//! stream), which holds up in the babble and street noise that sinks an energy threshold;
+//! an absolute level gate keeps digital silence and faint line hiss out whatever the
+//! score. [`Endpointer`] turns the frame stream into utterances: an onset needs a few
+//! speech frames in a row, an utterance ends after a configurable silence, and one that
+//! runs too long is split at its quietest frame. Both take samples only; time is the
+//! frame index.
 
-use std::collections::VecDeque;
-
-/// Samples per VAD frame at 16 kHz (20 ms).
-pub const FRAME: usize = 320;
-pub const FRAME_MS: u64 = 20;
+/// Samples per VAD frame at 16 kHz (16 ms), as the detector requires.
+pub const FRAME: usize = 256;
+pub const FRAME_MS: u64 = 16;
 
 #[derive(Debug, Clone)]
 pub struct VadConfig {
-    /// A frame is speech when it is this far above the noise floor…
-    pub above_floor_db: f32,
-    /// …and above this absolute level (dBFS, full scale = 0 dB for a ±1.0 square wave).
+    /// Detector score that starts speech…
+    pub threshold: f32,
+    /// …and the lower score that keeps it going (hysteresis against flicker).
+    pub continue_threshold: f32,
+    /// Frames quieter than this (dBFS; a ±1.0 square wave is 0 dB) are never speech.
     pub min_level_dbfs: f32,
-    /// Window of the minimum-statistics noise floor.
-    pub floor_window_ms: u64,
 }
 
 impl Default for VadConfig {
     fn default() -> Self {
         VadConfig {
-            above_floor_db: 10.0,
-            min_level_dbfs: -50.0,
-            floor_window_ms: 1500,
+            threshold: 0.5,
+            continue_threshold: 0.35,
+            min_level_dbfs: -55.0,
         }
     }
 }
@@ -44,8 +44,9 @@ pub fn frame_db(frame: &[f32]) -> f32 {
 
 pub struct Vad {
     cfg: VadConfig,
-    recent: VecDeque<f32>,
-    window: usize,
+    detector: Box<earshot::Detector>,
+    in_speech: bool,
+    padded: Vec<f32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,23 +57,33 @@ pub struct FrameLabel {
 
 impl Vad {
     pub fn new(cfg: VadConfig) -> Self {
-        let window = (cfg.floor_window_ms / FRAME_MS).max(1) as usize;
         Vad {
             cfg,
-            recent: VecDeque::with_capacity(window),
-            window,
+            detector: earshot::Detector::default_boxed(),
+            in_speech: false,
+            padded: vec![0.0; FRAME],
         }
     }
 
-    /// Labels one frame (normally [`FRAME`] samples).
+    /// Labels one frame of [`FRAME`] samples (a shorter last frame is zero-padded).
     pub fn push(&mut self, frame: &[f32]) -> FrameLabel {
+        let frame = if frame.len() == FRAME {
+            frame
+        } else {
+            let n = frame.len().min(FRAME);
+            self.padded.fill(0.0);
+            self.padded[..n].copy_from_slice(&frame[..n]);
+            &self.padded[..]
+        };
         let db = frame_db(frame);
-        if self.recent.len() == self.window {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(db);
-        let floor = self.recent.iter().copied().fold(f32::INFINITY, f32::min);
-        let speech = db >= self.cfg.min_level_dbfs && db >= floor + self.cfg.above_floor_db;
+        let score = self.detector.predict_f32(frame);
+        let threshold = if self.in_speech {
+            self.cfg.continue_threshold
+        } else {
+            self.cfg.threshold
+        };
+        let speech = score >= threshold && db >= self.cfg.min_level_dbfs;
+        self.in_speech = speech;
         FrameLabel { speech, db }
     }
 }
@@ -346,18 +357,11 @@ mod tests {
             .collect()
     }
 
-    /// A syllable-like burst: a 200 Hz harmonic tone with a 4 Hz amplitude envelope.
-    fn speechlike(ms: usize, amp: f32) -> Vec<f32> {
-        let n = ms * 16;
-        (0..n)
-            .map(|i| {
-                let t = i as f32 / 16000.0;
-                let env = (std::f32::consts::PI * 4.0 * t).sin().abs();
-                amp * env
-                    * ((2.0 * std::f32::consts::PI * 200.0 * t).sin()
-                        + 0.5 * (2.0 * std::f32::consts::PI * 400.0 * t).sin())
-            })
-            .collect()
+    /// Real Mandarin speech from the repository's demo clip, at 16 kHz.
+    fn speech() -> Vec<f32> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/audio/demo_zh_aishell1.wav");
+        crate::audio::decode_file(&p).unwrap().to_whisper_rate()
     }
 
     #[test]
@@ -366,21 +370,30 @@ mod tests {
         assert!(segment(&vec![0.0; 16000 * 5], &SegmenterConfig::default()).is_empty());
         let hiss = noise(16000 * 10, 0.05, &mut seed);
         assert!(segment(&hiss, &SegmenterConfig::default()).is_empty());
+        let hum: Vec<f32> = (0..16000 * 5)
+            .map(|i| 0.1 * (2.0 * std::f32::consts::PI * 50.0 * i as f32 / 16000.0).sin())
+            .collect();
+        assert!(segment(&hum, &SegmenterConfig::default()).is_empty());
     }
 
     #[test]
     fn finds_speech_between_silences() {
         let mut seed = 7;
-        let mut x = noise(16000, 0.001, &mut seed);
-        x.extend(speechlike(2000, 0.3));
+        let s = speech();
+        let speech_ms = s.len() as u64 / 16;
+        let mut x = noise(16000 * 2, 0.001, &mut seed);
+        x.extend(&s);
         x.extend(noise(16000 * 3, 0.001, &mut seed));
-        x.extend(speechlike(1500, 0.3));
+        x.extend(&s);
         x.extend(noise(16000, 0.001, &mut seed));
         let spans = segment(&x, &SegmenterConfig::default());
         assert_eq!(spans.len(), 2, "{spans:?}");
-        assert!(spans[0].start_ms >= 700 && spans[0].start_ms <= 1000, "{spans:?}");
-        assert!(spans[0].end_ms >= 2900 && spans[0].end_ms <= 3400, "{spans:?}");
-        assert!(spans[1].start_ms >= 5700 && spans[1].start_ms <= 6000, "{spans:?}");
+        // Each span covers the clip's speech and not much of the silence around it.
+        let second = 2000 + speech_ms + 3000;
+        assert!(spans[0].start_ms >= 1800 && spans[0].end_ms <= 2000 + speech_ms + 400, "{spans:?}");
+        assert!(spans[1].start_ms >= second - 200 && spans[1].end_ms <= second + speech_ms + 400, "{spans:?}");
+        let covered: u64 = spans.iter().map(|s| s.end_ms - s.start_ms).sum();
+        assert!(covered >= speech_ms, "{spans:?}");
     }
 
     #[test]
