@@ -64,7 +64,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
         times.sort_by(f64::total_cmp);
         let seconds = times[times.len() / 2];
-        let sep = if clip.language == Language::En { " " } else { "" };
+        let sep = if clip.language == Language::En {
+            " "
+        } else {
+            ""
+        };
         let hypothesis = segments
             .iter()
             .map(|s| s.text.as_str())

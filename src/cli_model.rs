@@ -58,7 +58,10 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         }
         ModelCommand::Path { name } => println!("{}", model::resolve(&name)?.display()),
         ModelCommand::Ct2 { name } => {
-            println!("{}", model::ct2_dir(&name, &model::default_cache_dir())?.display())
+            println!(
+                "{}",
+                model::ct2_dir(&name, &model::default_cache_dir())?.display()
+            )
         }
     }
     Ok(())

@@ -8,7 +8,11 @@ mod cli_transcribe;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "hotline", version, about = "Voice gateway for 12345 government service hotlines")]
+#[command(
+    name = "hotline",
+    version,
+    about = "Voice gateway for 12345 government service hotlines"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -7,7 +7,11 @@ use hotline_asr::text;
 
 fn eval_json(args: &[&str]) -> serde_json::Value {
     let manifest = shared_audio().join("manifest.tsv");
-    let out = run(hotline().arg("eval").arg(&manifest).args(args).arg("--json"));
+    let out = run(hotline()
+        .arg("eval")
+        .arg(&manifest)
+        .args(args)
+        .arg("--json"));
     serde_json::from_str(&stdout(&out)).expect("eval --json prints one JSON document")
 }
 
@@ -17,11 +21,17 @@ fn check_clips(report: &serde_json::Value) {
         let hyp = clip["hypothesis"].as_str().unwrap();
         assert!(!hyp.trim().is_empty(), "{file}: no text");
         if clip["language"] == "zh" {
-            assert!(!text::has_traditional(hyp), "{file}: Traditional characters: {hyp}");
+            assert!(
+                !text::has_traditional(hyp),
+                "{file}: Traditional characters: {hyp}"
+            );
             let cjk = hyp.chars().filter(|c| text::is_cjk(*c)).count();
             let latin = hyp.chars().filter(|c| c.is_ascii_alphabetic()).count();
             assert!(cjk > latin, "{file}: not Mandarin: {hyp}");
-            assert!(!hyp.contains("以下是普通话"), "{file}: prompt echoed: {hyp}");
+            assert!(
+                !hyp.contains("以下是普通话"),
+                "{file}: prompt echoed: {hyp}"
+            );
         }
     }
 }
@@ -57,7 +67,11 @@ fn plain_output_ends_with_the_summary_line() {
     let clip = shared_audio().join("en_jfk.wav");
     std::fs::write(
         &m,
-        format!("file\tlanguage\ttranscript\n{}\ten\t{}\n", clip.display(), reference("en_jfk.wav")),
+        format!(
+            "file\tlanguage\ttranscript\n{}\ten\t{}\n",
+            clip.display(),
+            reference("en_jfk.wav")
+        ),
     )
     .unwrap();
     let out = run(hotline().arg("eval").arg(&m).args(["--model", "tiny.en"]));

@@ -190,7 +190,10 @@ mod tests {
         let e = decode_file(&dir.path().join("missing.wav"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("missing.wav") && e.contains("cannot open"), "{e}");
+        assert!(
+            e.contains("missing.wav") && e.contains("cannot open"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -112,6 +112,14 @@ const CTX_PER_SECOND: f64 = 50.0;
 const CTX_MARGIN: i32 = 64;
 const FULL_CTX: i32 = 1500;
 
+/// Tokens one decode pass may produce for `samples` of audio: fast Mandarin is about
+/// 8 characters a second and a character is one or two tokens, so more than this is a
+/// loop, and cutting it bounds what a loop costs (each fallback pass, each beam).
+pub fn max_tokens_for(samples: usize) -> i32 {
+    let secs = samples as f64 / 16_000.0;
+    (24.0 + 16.0 * secs).ceil().min(220.0) as i32
+}
+
 /// The encoder window used for `samples` of 16 kHz audio.
 pub fn audio_ctx_for(samples: usize) -> i32 {
     let secs = samples.max(MIN_SAMPLES) as f64 / 16_000.0;
@@ -172,11 +180,21 @@ struct RawResult {
 
 impl Decoder {
     /// Decodes one utterance (16 kHz mono). Returns the pieces that survive the guards.
-    pub fn decode(&mut self, audio: &[f32], opts: &DecodeOptions) -> Result<Vec<Piece>, EngineError> {
+    pub fn decode(
+        &mut self,
+        audio: &[f32],
+        opts: &DecodeOptions,
+    ) -> Result<Vec<Piece>, EngineError> {
         if !self.multilingual && opts.language != Language::En {
             if opts.language == Language::Auto {
                 // An English-only model can only answer in English.
-                return self.decode(audio, &DecodeOptions { language: Language::En, ..opts.clone() });
+                return self.decode(
+                    audio,
+                    &DecodeOptions {
+                        language: Language::En,
+                        ..opts.clone()
+                    },
+                );
             }
             return Err(EngineError::EnglishOnly {
                 path: self.path.clone(),
@@ -209,7 +227,12 @@ impl Decoder {
         Ok(self.clean(raw, audio.len(), opts))
     }
 
-    fn run(&mut self, audio: &[f32], opts: &DecodeOptions, audio_ctx: i32) -> Result<RawResult, EngineError> {
+    fn run(
+        &mut self,
+        audio: &[f32],
+        opts: &DecodeOptions,
+        audio_ctx: i32,
+    ) -> Result<RawResult, EngineError> {
         let strategy = if opts.beam > 1 {
             SamplingStrategy::BeamSearch {
                 beam_size: opts.beam as i32,
@@ -235,6 +258,7 @@ impl Decoder {
         params.set_logprob_thold(-1.0);
         params.set_no_speech_thold(0.6);
         params.set_audio_ctx(audio_ctx);
+        params.set_max_tokens(max_tokens_for(audio.len()));
         if opts.language == Language::Zh {
             if let Some(p) = &opts.zh_prompt {
                 params.set_initial_prompt(p);

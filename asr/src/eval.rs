@@ -162,8 +162,11 @@ mod tests {
     fn manifest_errors_name_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.tsv");
-        std::fs::write(&p, "file\tlanguage\ttranscript\na.wav\tzh\t你好\nb.wav\tfr\tbonjour\n")
-            .unwrap();
+        std::fs::write(
+            &p,
+            "file\tlanguage\ttranscript\na.wav\tzh\t你好\nb.wav\tfr\tbonjour\n",
+        )
+        .unwrap();
         let e = read_manifest(&p).unwrap_err().to_string();
         assert!(e.contains("m.tsv:3") && e.contains("fr"), "{e}");
         std::fs::write(&p, "file\tlang\n").unwrap();

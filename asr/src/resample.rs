@@ -85,7 +85,11 @@ impl Resampler {
                 }
                 let window = bessel_i0(KAISER_BETA * (1.0 - x * x).sqrt()) / bessel_i0(KAISER_BETA);
                 let arg = std::f64::consts::PI * scale * t;
-                let sinc = if arg.abs() < 1e-12 { 1.0 } else { arg.sin() / arg };
+                let sinc = if arg.abs() < 1e-12 {
+                    1.0
+                } else {
+                    arg.sin() / arg
+                };
                 *w = scale * sinc * window;
                 sum += *w;
             }
@@ -183,7 +187,9 @@ mod tests {
     fn tone(freq: f64, rate: u32, secs: f64) -> Vec<f32> {
         let n = (rate as f64 * secs) as usize;
         (0..n)
-            .map(|i| (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin() as f32 * 0.5)
+            .map(|i| {
+                (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin() as f32 * 0.5
+            })
             .collect()
     }
 

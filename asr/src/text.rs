@@ -163,10 +163,15 @@ mod tests {
     #[test]
     fn normalisation() {
         assert_eq!(
-            normalize_zh("您好，12345 熱線！").into_iter().collect::<String>(),
+            normalize_zh("您好，12345 熱線！")
+                .into_iter()
+                .collect::<String>(),
             "您好12345热线"
         );
-        assert_eq!(normalize_zh("１２３４５").into_iter().collect::<String>(), "12345");
+        assert_eq!(
+            normalize_zh("１２３４５").into_iter().collect::<String>(),
+            "12345"
+        );
         assert_eq!(
             normalize_en("And so, my fellow Americans: ask not!"),
             vec!["and", "so", "my", "fellow", "americans", "ask", "not"]
@@ -186,12 +191,17 @@ mod tests {
     #[test]
     fn hallucinations_and_loops() {
         assert!(is_hallucination("字幕由Amara.org社区提供"));
-        assert!(is_hallucination("請不吝點贊 訂閱 轉發 打賞支持明鏡與點點欄目"));
+        assert!(is_hallucination(
+            "請不吝點贊 訂閱 轉發 打賞支持明鏡與點點欄目"
+        ));
         assert!(!is_hallucination("我想咨询一下社保缴费的问题"));
         assert!(looks_looped("我要我要我要我要我要我要我要我要"));
         assert!(looks_looped("啊啊啊啊啊啊啊啊啊啊"));
         assert!(!looks_looped("我想问一下公积金怎么提取"));
         assert!(!looks_looped("谢谢谢谢"));
-        assert_eq!(collapse_repeats("好的好的好的好的好的，再见"), "好的好的，再见");
+        assert_eq!(
+            collapse_repeats("好的好的好的好的好的，再见"),
+            "好的好的，再见"
+        );
     }
 }

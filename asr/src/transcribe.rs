@@ -142,7 +142,13 @@ mod tests {
             ..Default::default()
         };
         let spans = plan(&vec![0.0; 32_000], &opts);
-        assert_eq!(spans, vec![Span { start_ms: 0, end_ms: 2000 }]);
+        assert_eq!(
+            spans,
+            vec![Span {
+                start_ms: 0,
+                end_ms: 2000
+            }]
+        );
         assert!(plan(&vec![0.0; 32_000], &TranscribeOptions::default()).is_empty());
     }
 }

@@ -368,7 +368,8 @@ mod tests {
     fn silence_and_steady_noise_give_nothing() {
         let mut seed = 1;
         assert!(segment(&vec![0.0; 16000 * 5], &SegmenterConfig::default()).is_empty());
-        let hiss = noise(16000 * 10, 0.05, &mut seed);
+        // Line hiss at about -45 dBFS.
+        let hiss = noise(16000 * 10, 0.01, &mut seed);
         assert!(segment(&hiss, &SegmenterConfig::default()).is_empty());
         let hum: Vec<f32> = (0..16000 * 5)
             .map(|i| 0.1 * (2.0 * std::f32::consts::PI * 50.0 * i as f32 / 16000.0).sin())
@@ -390,8 +391,14 @@ mod tests {
         assert_eq!(spans.len(), 2, "{spans:?}");
         // Each span covers the clip's speech and not much of the silence around it.
         let second = 2000 + speech_ms + 3000;
-        assert!(spans[0].start_ms >= 1800 && spans[0].end_ms <= 2000 + speech_ms + 400, "{spans:?}");
-        assert!(spans[1].start_ms >= second - 200 && spans[1].end_ms <= second + speech_ms + 400, "{spans:?}");
+        assert!(
+            spans[0].start_ms >= 1800 && spans[0].end_ms <= 2000 + speech_ms + 400,
+            "{spans:?}"
+        );
+        assert!(
+            spans[1].start_ms >= second - 200 && spans[1].end_ms <= second + speech_ms + 400,
+            "{spans:?}"
+        );
         let covered: u64 = spans.iter().map(|s| s.end_ms - s.start_ms).sum();
         assert!(covered >= speech_ms, "{spans:?}");
     }
@@ -416,7 +423,8 @@ mod tests {
             ep.push(speech, &mut ev);
         }
         assert_eq!(ev, vec![EndpointEvent::Start { frame: 0 }]);
-        for _ in 0..29 {
+        // 600 ms is 37.5 frames of 16 ms: the 38th quiet frame closes the utterance.
+        for _ in 0..37 {
             ep.push(quiet, &mut ev);
         }
         assert_eq!(ev.len(), 1, "closed too early");
@@ -438,8 +446,9 @@ mod tests {
         };
         let mut ep = Endpointer::new(cfg);
         let mut ev = Vec::new();
-        for i in 0..600u64 {
-            let db = if i == 400 { -45.0 } else { -20.0 };
+        // 10 s is 625 frames; the split point is searched in the second half of those.
+        for i in 0..800u64 {
+            let db = if i == 500 { -45.0 } else { -20.0 };
             ep.push(FrameLabel { speech: true, db }, &mut ev);
         }
         ep.finish(&mut ev);
@@ -450,8 +459,20 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(ends[0], Utterance { start_frame: 0, end_frame: 400 });
-        assert_eq!(ends[1], Utterance { start_frame: 400, end_frame: 600 });
+        assert_eq!(
+            ends[0],
+            Utterance {
+                start_frame: 0,
+                end_frame: 500
+            }
+        );
+        assert_eq!(
+            ends[1],
+            Utterance {
+                start_frame: 500,
+                end_frame: 800
+            }
+        );
     }
 
     #[test]
@@ -463,6 +484,9 @@ mod tests {
             ep.push(FrameLabel { speech, db: -30.0 }, &mut ev);
         }
         ep.finish(&mut ev);
-        assert!(!ev.iter().any(|e| matches!(e, EndpointEvent::End(_))), "{ev:?}");
+        assert!(
+            !ev.iter().any(|e| matches!(e, EndpointEvent::End(_))),
+            "{ev:?}"
+        );
     }
 }
