@@ -5,6 +5,7 @@ use clap::Args;
 use hotline_asr::engine::{DecodeOptions, Engine, Language};
 use hotline_asr::model;
 use hotline_asr::transcribe::TranscribeOptions;
+use hotline_asr::vad::SegmenterConfig;
 
 #[derive(Args, Clone)]
 pub struct RecognizerArgs {
@@ -29,9 +30,19 @@ pub struct RecognizerArgs {
     /// Prompt for Mandarin (default: a Simplified-Chinese prompt); "" disables it.
     #[arg(long)]
     pub prompt: Option<String>,
+    /// Decode Mandarin only with the prompt, instead of with and without it keeping the
+    /// likelier transcript.
+    #[arg(long)]
+    pub prompt_only: bool,
     /// Disable temperature fallback (one greedy/beam pass at temperature 0).
     #[arg(long)]
     pub no_fallback: bool,
+    /// Voice-activity segments closer than this are decoded together.
+    #[arg(long, default_value_t = SegmenterConfig::default().merge_gap_ms)]
+    pub merge_gap_ms: u64,
+    /// Longest stretch of audio decoded at once.
+    #[arg(long, default_value_t = SegmenterConfig::default().max_segment_ms)]
+    pub max_segment_ms: u64,
 }
 
 impl RecognizerArgs {
@@ -46,6 +57,7 @@ impl RecognizerArgs {
             beam: self.beam.max(1),
             fit_audio_ctx: !self.full_window,
             temperature_fallback: !self.no_fallback,
+            zh_prompt_choice: !self.prompt_only,
             ..DecodeOptions::default()
         };
         if let Some(t) = self.threads {
@@ -58,7 +70,7 @@ impl RecognizerArgs {
             decode,
             telephone: self.telephone,
             vad: !self.no_vad,
-            ..TranscribeOptions::default()
+            segmenter: SegmenterConfig::with_limits(self.merge_gap_ms, self.max_segment_ms),
         }
     }
 }

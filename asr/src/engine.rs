@@ -68,6 +68,9 @@ pub struct DecodeOptions {
     pub threads: u32,
     /// Prompt for Mandarin; `None` disables it.
     pub zh_prompt: Option<String>,
+    /// With a Mandarin prompt: also decode without it and keep the transcript whose tokens
+    /// the model found likelier.
+    pub zh_prompt_choice: bool,
     /// Re-decode at higher temperatures when the result is unlikely or repetitive.
     pub temperature_fallback: bool,
 }
@@ -82,6 +85,7 @@ impl Default for DecodeOptions {
                 .map(|n| n.get() as u32)
                 .unwrap_or(2),
             zh_prompt: Some(ZH_PROMPT.to_string()),
+            zh_prompt_choice: true,
             temperature_fallback: true,
         }
     }
@@ -218,13 +222,51 @@ impl Decoder {
         } else {
             0
         };
-        let mut raw = self.run(audio, opts, ctx)?;
-        let joined: String = raw.pieces.iter().map(|p| p.text.as_str()).collect();
-        if ctx != 0 && ctx < FULL_CTX && suspicious(&joined, audio.len()) {
-            tracing::debug!(text = %joined, ctx, "short window looks looped; retrying with the full window");
-            raw = self.run(audio, opts, 0)?;
+        let prompt = if opts.language == Language::Zh {
+            opts.zh_prompt.as_deref()
+        } else {
+            None
+        };
+        let with_prompt = self.decode_window(audio, opts, ctx, prompt)?;
+        if prompt.is_none() || !opts.zh_prompt_choice {
+            return Ok(with_prompt);
         }
-        Ok(self.clean(raw, audio.len(), opts))
+        // The prompt steers towards Simplified, punctuated Mandarin but sometimes pulls the
+        // decoder off the audio; decode both ways and keep the likelier transcript.
+        let without = self.decode_window(audio, opts, ctx, None)?;
+        Ok(if score(&without) > score(&with_prompt) {
+            without
+        } else {
+            with_prompt
+        })
+    }
+
+    /// One decode at the given window size, retried with the full window if it loops.
+    fn decode_window(
+        &mut self,
+        audio: &[f32],
+        opts: &DecodeOptions,
+        ctx: i32,
+        prompt: Option<&str>,
+    ) -> Result<Vec<Piece>, EngineError> {
+        let raw = self.run(audio, opts, ctx, prompt)?;
+        let first = self.clean(raw, audio.len(), opts);
+        if ctx == 0 || ctx >= FULL_CTX || !suspicious(&joined(&first), audio.len()) {
+            return Ok(first);
+        }
+        tracing::debug!(text = %joined(&first), ctx, "short window looks looped; retrying with the full window");
+        let raw = self.run(audio, opts, 0, prompt)?;
+        let second = self.clean(raw, audio.len(), opts);
+        // Keep whichever is less loop-like; of two bad ones, the shorter inserts less.
+        let rank = |p: &[Piece]| {
+            let t = joined(p);
+            (suspicious(&t, audio.len()), t.chars().count())
+        };
+        Ok(if rank(&second) < rank(&first) {
+            second
+        } else {
+            first
+        })
     }
 
     fn run(
@@ -232,6 +274,7 @@ impl Decoder {
         audio: &[f32],
         opts: &DecodeOptions,
         audio_ctx: i32,
+        prompt: Option<&str>,
     ) -> Result<RawResult, EngineError> {
         let strategy = if opts.beam > 1 {
             SamplingStrategy::BeamSearch {
@@ -259,10 +302,8 @@ impl Decoder {
         params.set_no_speech_thold(0.6);
         params.set_audio_ctx(audio_ctx);
         params.set_max_tokens(max_tokens_for(audio.len()));
-        if opts.language == Language::Zh {
-            if let Some(p) = &opts.zh_prompt {
-                params.set_initial_prompt(p);
-            }
+        if let Some(p) = prompt {
+            params.set_initial_prompt(p);
         }
         self.state
             .full(params, audio)
@@ -303,7 +344,7 @@ impl Decoder {
             .map(text::normalize_zh)
             .unwrap_or_default();
         let duration_ms = samples as u64 * 1000 / 16_000;
-        let mut out = Vec::new();
+        let mut out: Vec<Piece> = Vec::new();
         for mut p in raw.pieces {
             if zh {
                 p.text = text::to_simplified(&p.text);
@@ -323,8 +364,11 @@ impl Decoder {
             if zh && norm.len() >= 4 && is_subsequence_run(&norm, &prompt_norm) {
                 continue;
             }
-            if text::looks_looped(&p.text) {
-                p.text = text::collapse_repeats(&p.text);
+            p.text = text::collapse_repeats(&p.text);
+            // A loop can also repeat whole segments: keep at most two identical in a row.
+            let n = out.len();
+            if n >= 2 && out[n - 1].text == p.text && out[n - 2].text == p.text {
+                continue;
             }
             p.end_ms = p.end_ms.min(duration_ms);
             p.start_ms = p.start_ms.min(p.end_ms);
@@ -332,6 +376,23 @@ impl Decoder {
         }
         out
     }
+}
+
+/// How likely the model found a transcript: loop-like text ranks last, then text over
+/// nothing, then the mean token log-probability weighted by text length.
+fn score(pieces: &[Piece]) -> (bool, bool, f32) {
+    let text = joined(pieces);
+    let weight: usize = pieces.iter().map(|p| p.text.chars().count().max(1)).sum();
+    let logprob = pieces
+        .iter()
+        .map(|p| p.avg_logprob * p.text.chars().count().max(1) as f32)
+        .sum::<f32>()
+        / weight.max(1) as f32;
+    (!text::looks_looped(&text), !text.is_empty(), logprob)
+}
+
+fn joined(pieces: &[Piece]) -> String {
+    pieces.iter().map(|p| p.text.as_str()).collect()
 }
 
 /// Text that is a loop, or far denser than speech can be (≈ 8 syllables/s at most).

@@ -106,14 +106,17 @@ pub fn looks_looped(text: &str) -> bool {
     false
 }
 
-/// Cuts runs of a repeated unit down to two copies.
+/// Cuts decoder-loop runs down to two copies: a single character repeated six or more
+/// times, or a longer unit repeated three or more times (at least six characters in all).
+/// Shorter runs ("对对对", "八八八") are real speech and stay.
 pub fn collapse_repeats(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out: Vec<char> = Vec::with_capacity(chars.len());
     let mut i = 0;
     'outer: while i < chars.len() {
         for unit in 1..=12 {
-            if i + unit * 3 > chars.len() {
+            let min_reps = if unit == 1 { 6 } else { 3 };
+            if i + unit * min_reps > chars.len() {
                 break;
             }
             let mut reps = 1;
@@ -122,7 +125,7 @@ pub fn collapse_repeats(text: &str) -> String {
             {
                 reps += 1;
             }
-            if reps >= 3 && unit * reps >= 4 {
+            if reps >= min_reps && unit * reps >= 6 {
                 out.extend_from_slice(&chars[i..i + unit * 2]);
                 i += unit * reps;
                 continue 'outer;

@@ -286,6 +286,24 @@ impl Default for SegmenterConfig {
     }
 }
 
+impl SegmenterConfig {
+    /// Defaults with another merge gap and longest segment; an utterance longer than
+    /// the longest segment is split too.
+    pub fn with_limits(merge_gap_ms: u64, max_segment_ms: u64) -> Self {
+        let d = SegmenterConfig::default();
+        let max_segment_ms = max_segment_ms.max(1000);
+        SegmenterConfig {
+            merge_gap_ms,
+            max_segment_ms,
+            endpoint: EndpointConfig {
+                max_utterance_ms: d.endpoint.max_utterance_ms.min(max_segment_ms),
+                ..d.endpoint
+            },
+            ..d
+        }
+    }
+}
+
 /// A stretch of a recording in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
