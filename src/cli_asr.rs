@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use hotline_asr::engine::{DecodeOptions, Engine, Language};
+use hotline_asr::engine::{DecodeOptions, Engine, Language, ZH_PROMPT};
 use hotline_asr::model;
 use hotline_asr::transcribe::TranscribeOptions;
 use hotline_asr::vad::SegmenterConfig;
@@ -16,7 +16,7 @@ pub struct RecognizerArgs {
     #[arg(long)]
     pub telephone: bool,
     /// Beam width for decoding; 1 is greedy.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 8)]
     pub beam: u32,
     /// Decoder threads (default: all cores).
     #[arg(long)]
@@ -27,13 +27,9 @@ pub struct RecognizerArgs {
     /// Always encode a full 30 s window instead of sizing it to the audio (audio_ctx).
     #[arg(long)]
     pub full_window: bool,
-    /// Prompt for Mandarin (default: a Simplified-Chinese prompt); "" disables it.
+    /// Initial prompt for Mandarin (default: none; "zh" = the built-in Simplified prompt).
     #[arg(long)]
     pub prompt: Option<String>,
-    /// Decode Mandarin only with the prompt, instead of with and without it keeping the
-    /// likelier transcript.
-    #[arg(long)]
-    pub prompt_only: bool,
     /// Disable temperature fallback (one greedy/beam pass at temperature 0).
     #[arg(long)]
     pub no_fallback: bool,
@@ -57,15 +53,16 @@ impl RecognizerArgs {
             beam: self.beam.max(1),
             fit_audio_ctx: !self.full_window,
             temperature_fallback: !self.no_fallback,
-            zh_prompt_choice: !self.prompt_only,
             ..DecodeOptions::default()
         };
         if let Some(t) = self.threads {
             decode.threads = t.max(1);
         }
-        if let Some(p) = &self.prompt {
-            decode.zh_prompt = (!p.is_empty()).then(|| p.clone());
-        }
+        decode.zh_prompt = match self.prompt.as_deref() {
+            None | Some("") => None,
+            Some("zh") => Some(ZH_PROMPT.to_string()),
+            Some(p) => Some(p.to_string()),
+        };
         TranscribeOptions {
             decode,
             telephone: self.telephone,
