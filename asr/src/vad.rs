@@ -287,19 +287,12 @@ impl Default for SegmenterConfig {
 }
 
 impl SegmenterConfig {
-    /// Defaults with another merge gap and longest segment; an utterance longer than
-    /// the longest segment is split too.
+    /// Defaults with another merge gap and longest merged segment.
     pub fn with_limits(merge_gap_ms: u64, max_segment_ms: u64) -> Self {
-        let d = SegmenterConfig::default();
-        let max_segment_ms = max_segment_ms.max(1000);
         SegmenterConfig {
             merge_gap_ms,
-            max_segment_ms,
-            endpoint: EndpointConfig {
-                max_utterance_ms: d.endpoint.max_utterance_ms.min(max_segment_ms),
-                ..d.endpoint
-            },
-            ..d
+            max_segment_ms: max_segment_ms.max(1000),
+            ..SegmenterConfig::default()
         }
     }
 }
