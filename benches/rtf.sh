@@ -26,14 +26,14 @@ done <"$OUT/clips/clips.tsv"
 hot() { # model manifest extra-args... -> "rtf err"
     local m=$1 man=$2; shift 2
     "$HOTLINE" eval "$man" --model "$m" --beam 1 --threads 2 --no-vad --no-fallback --repeat 3 --json "$@" 2>/dev/null |
-        python3 -c 'import json,sys; d=json.load(sys.stdin); c=d["clips"][0]; print(f"{c[\"seconds\"]/c[\"audio_s\"]:.3f} {c[\"error_rate\"]:.3f}")'
+        python3 -c 'import json,sys; d=json.load(sys.stdin); c=d["clips"][0]; print("%.3f %.3f" % (c["seconds"]/c["audio_s"], c["error_rate"]))'
 }
 fw() { # ct2dir manifest compute-type -> "rtf err"
     "$PY" benches/fw_bench.py eval "$2" "$1" --compute-type "$3" --beam 1 --cpu-threads 2 --repeat 3 2>/dev/null |
         python3 -c 'import json,sys
 for l in sys.stdin:
     if l.startswith("{"):
-        d=json.loads(l); print(f"{d[\"rtf\"]:.3f} {d.get(\"cer\", d.get(\"wer\")):.3f}")'
+        d=json.loads(l); print("%.3f %.3f" % (d["rtf"], d.get("cer", d.get("wer"))))'
 }
 
 echo "| model | clip | hotline audio_ctx RTF (err) | hotline full window RTF (err) | faster-whisper int8 RTF (err) | faster-whisper f32 RTF (err) |"

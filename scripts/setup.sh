@@ -32,6 +32,8 @@ cargo build --release --workspace --bins
 HOTLINE=target/release/hotline
 for m in tiny.en base; do
     "$HOTLINE" model fetch "$m" >/dev/null
+    # The same weights unpacked for faster-whisper (equivalence test, benchmarks).
+    "$HOTLINE" model ct2 "$m" >/dev/null
 done
 
 # faster-whisper, for the equivalence test and the benchmark comparison.

