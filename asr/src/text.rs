@@ -3,12 +3,25 @@
 
 use zhconv::{zhconv, Variant};
 
-/// Converts any Traditional characters to Simplified.
+/// Converts Traditional characters to Simplified, one character at a time.
+///
+/// Character by character on purpose: zhconv's phrase tables also rewrite text that is
+/// already Simplified (「怎么九」 became 「怎幺九」), and Traditional→Simplified is nearly
+/// always one-to-one per character, so phrases add risk without adding accuracy here.
 pub fn to_simplified(s: &str) -> String {
-    zhconv(s, Variant::ZhHans)
+    let mut out = String::with_capacity(s.len());
+    let mut buf = [0u8; 4];
+    for c in s.chars() {
+        if is_cjk(c) {
+            out.push_str(&zhconv(c.encode_utf8(&mut buf), Variant::ZhHans));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
-/// True when `s` has characters that the Simplified conversion would change.
+/// True when `s` has a character that has a different Simplified form.
 pub fn has_traditional(s: &str) -> bool {
     to_simplified(s) != s
 }
@@ -161,6 +174,9 @@ mod tests {
         assert_eq!(to_simplified("請問還有其他問題嗎"), "请问还有其他问题吗");
         assert!(has_traditional("電話"));
         assert!(!has_traditional("电话热线12345"));
+        // Already-Simplified text is left alone, whatever the neighbours.
+        let s = "纠怎么九标九标六";
+        assert_eq!(to_simplified(s), s);
     }
 
     #[test]
