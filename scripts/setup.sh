@@ -22,7 +22,7 @@ if ((${#missing[@]})); then
 fi
 
 if ! command -v cargo >/dev/null; then
-    log "cargo not found: install a Rust toolchain >= 1.85 (rustup) and re-run"
+    log "cargo not found: install a Rust toolchain >= 1.95 (rustup) and re-run"
     exit 1
 fi
 

@@ -64,20 +64,26 @@ fn converted_models_transcribe_like_faster_whisper() {
         eprintln!("skipped: no faster-whisper in .venv-bench (run scripts/setup.sh)");
         return;
     };
+    // Edits allowed between the two transcripts. English must match exactly. For Mandarin
+    // the two front ends differ (faster-whisper zero-pads the normalised log-mel, whisper.cpp
+    // pads the audio with 30 s of silence; ../shared/notes/whisper-models.md, pitfall 9),
+    // which flips a few homophones on greedy paths (达摩院/打模院); a wrong vocabulary or
+    // tensor mapping would garble the whole line instead.
     let cases = [
-        ("tiny.en", "en_jfk.wav", Language::En),
-        ("tiny.en", "en_librivox_sas_0870.wav", Language::En),
-        ("base", "en_jfk.wav", Language::En),
-        ("base", "zh_funasr_asr_example.wav", Language::Zh),
+        ("tiny.en", "en_jfk.wav", Language::En, 0),
+        ("tiny.en", "en_librivox_sas_0870.wav", Language::En, 0),
+        ("base", "en_jfk.wav", Language::En, 0),
+        ("base", "en_librivox_sas_0870.wav", Language::En, 0),
+        ("base", "zh_funasr_asr_example.wav", Language::Zh, 4),
     ];
-    for (model, file, lang) in cases {
+    for (model, file, lang, allowed) in cases {
         let clip = shared_audio().join(file);
         let theirs = faster_whisper(&py, model, &clip, lang.code());
         let ours = hotline_plain(model, &clip, lang.code());
         let (errors, len) = eval::score(lang, &theirs, &ours);
-        assert_eq!(
-            errors, 0,
-            "{model} {file}: faster-whisper {theirs:?} vs hotline {ours:?} ({len})"
+        assert!(
+            len > 0 && errors <= allowed,
+            "{model} {file}: {errors} edits: faster-whisper {theirs:?} vs hotline {ours:?}"
         );
     }
 }
