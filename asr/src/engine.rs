@@ -334,6 +334,7 @@ impl Decoder {
         let duration_ms = samples as u64 * 1000 / 16_000;
         let mut out: Vec<Piece> = Vec::new();
         for mut p in raw.pieces {
+            tracing::debug!(text = %p.text, no_speech = p.no_speech_prob, logprob = p.avg_logprob, "decoded piece");
             if zh {
                 p.text = text::to_simplified(&p.text);
             }
