@@ -1,11 +1,13 @@
 //! The SIP/RTP gateway: SIP, SDP, RTP, media, calls, the IVR runtime and the HTTP API.
 //!
-//! So far: the SIP message layer (`sip`: parser, typed headers, serializer). Transactions,
-//! dialogs, SDP, transports and the media plane follow with the SIP and media issues.
+//! So far: the SIP message layer (`sip`: parser, typed headers, serializer) and SDP offer/
+//! answer for G.711 + telephone-event (`sdp`). Transactions,
+//! dialogs, transports and the media plane follow with the SIP and media issues.
 //! The G.711 codec lives in
 //! `hotline_asr::g711` (the recognizer's telephone simulation needs it too) and is
 //! re-exported here as the gateway's codec.
 
+pub mod sdp;
 pub mod sip;
 
 pub mod codec {
