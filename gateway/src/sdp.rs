@@ -859,6 +859,19 @@ mod tests {
         s
     }
 
+    /// An offer from 192.0.2.10 with the given media sections.
+    fn offer_with(media: &[&str]) -> String {
+        let mut lines = vec![
+            "v=0",
+            "o=- 1 1 IN IP4 192.0.2.10",
+            "s=-",
+            "c=IN IP4 192.0.2.10",
+            "t=0 0",
+        ];
+        lines.extend_from_slice(media);
+        crlf(&lines)
+    }
+
     fn pbx_offer() -> String {
         crlf(&[
             "v=0",
@@ -935,39 +948,19 @@ mod tests {
 
     #[test]
     fn only_g729_is_rejected() {
-        let sdp = crlf(&[
-            "v=0",
-            "o=- 1 1 IN IP4 192.0.2.10",
-            "s=-",
-            "c=IN IP4 192.0.2.10",
-            "t=0 0",
-            "m=audio 10000 RTP/AVP 18",
-            "a=rtpmap:18 G729/8000",
-        ]);
+        let sdp = offer_with(&["m=audio 10000 RTP/AVP 18", "a=rtpmap:18 G729/8000"]);
         assert_eq!(answer_for(&sdp), Err(NegotiationError::NoCommonCodec));
     }
 
     #[test]
     fn video_only_is_no_audio() {
-        let sdp = crlf(&[
-            "v=0",
-            "o=- 1 1 IN IP4 192.0.2.10",
-            "s=-",
-            "c=IN IP4 192.0.2.10",
-            "t=0 0",
-            "m=video 10002 RTP/AVP 96",
-        ]);
+        let sdp = offer_with(&["m=video 10002 RTP/AVP 96"]);
         assert_eq!(answer_for(&sdp), Err(NegotiationError::NoAudio));
     }
 
     #[test]
     fn video_and_audio_keeps_mline_layout() {
-        let sdp = crlf(&[
-            "v=0",
-            "o=- 1 1 IN IP4 192.0.2.10",
-            "s=-",
-            "c=IN IP4 192.0.2.10",
-            "t=0 0",
+        let sdp = offer_with(&[
             "m=video 10002 RTP/AVP 96 97",
             "a=rtpmap:96 H264/90000",
             "m=audio 10000 RTP/AVP 0",
@@ -990,15 +983,7 @@ mod tests {
 
     #[test]
     fn disabled_audio_stream_is_skipped() {
-        let sdp = crlf(&[
-            "v=0",
-            "o=- 1 1 IN IP4 192.0.2.10",
-            "s=-",
-            "c=IN IP4 192.0.2.10",
-            "t=0 0",
-            "m=audio 0 RTP/AVP 0",
-            "m=audio 10004 RTP/AVP 8",
-        ]);
+        let sdp = offer_with(&["m=audio 0 RTP/AVP 0", "m=audio 10004 RTP/AVP 8"]);
         let ans = answer_for(&sdp).unwrap();
         assert_eq!(ans.sdp.media[0].port, 0);
         assert_eq!(ans.sdp.media[1].port, 20000);
