@@ -1,6 +1,8 @@
 //! SIP message types, typed header accessors and the serializer.
 
-use super::parse::{parse_name_addr, parse_params, parse_via, split_list, ParseError, Scanner};
+use super::parse::{
+    host_ip, parse_name_addr, parse_params, parse_via, split_list, ParseError, Scanner,
+};
 
 /// Only SIP/2.0 is spoken; anything else is rejected at parse time (505).
 pub const SIP_VERSION: &str = "SIP/2.0";
@@ -119,6 +121,48 @@ impl Uri {
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
         find_param(&self.params, name)
     }
+
+    /// The escaped `?headers` of a SIP/SIPS URI (RFC 3261 19.1.1). Legal
+    /// in Contact (RFC 4475 3.3.14) but not in a Request-URI, where
+    /// `request_check` answers 400.
+    pub fn headers(&self) -> Option<&str> {
+        super::parse::uri_headers(&self.raw)
+    }
+
+    /// The host as an address when it is an IP literal (IPv6 references
+    /// included, with RFC 5118 4.10's extra-colon form tolerated).
+    pub fn host_ip(&self) -> Option<std::net::IpAddr> {
+        host_ip(&self.host)
+    }
+}
+
+/// Resolves `%HH` escapes (RFC 3986 2.1) for comparing URI parts, which
+/// the parser keeps escaped. A `%` not followed by two hex digits stays as
+/// written: outside the "escaped" production it is an ordinary character
+/// (RFC 4475 3.1.1.5). Bytes, not a String, because `%00` and non-UTF-8
+/// octets are legal (RFC 4475 3.1.1.4).
+pub fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .filter(|h| h.bytes().all(|d| d.is_ascii_hexdigit()))
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (c, hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 impl std::fmt::Display for Uri {
@@ -190,6 +234,16 @@ const LIST_HEADERS: &[&str] = &[
     "Error-Info",
 ];
 
+/// List headers whose grammar allows an empty value (`[ element ... ]`):
+/// an empty `Accept:` means "nothing acceptable", not a syntax error.
+const MAY_BE_EMPTY: &[&str] = &[
+    "Accept",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Allow",
+    "Supported",
+];
+
 pub fn is_list_header(name: &str) -> bool {
     let c = canonical_name(name);
     LIST_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(c))
@@ -255,8 +309,13 @@ impl Headers {
     /// outside quotes and `<...>`, others yield one element per line.
     pub fn values<'a>(&'a self, name: &'a str) -> Result<Vec<&'a str>, ParseError> {
         let split = is_list_header(name);
+        let c = canonical_name(name);
+        let may_be_empty = MAY_BE_EMPTY.iter().any(|h| h.eq_ignore_ascii_case(c));
         let mut out = Vec::new();
         for v in self.get_all(name) {
+            if may_be_empty && v.trim().is_empty() {
+                continue;
+            }
             if split {
                 out.extend(split_list(v).ok_or_else(|| ParseError::BadHeader {
                     name: canonical_name(name).to_string(),
@@ -293,6 +352,17 @@ impl Via {
     pub fn rport(&self) -> Option<Option<u16>> {
         find_param(&self.params, "rport").map(|v| v.and_then(|p| p.parse().ok()))
     }
+
+    /// `received` as an address, with or without the brackets RFC 3261's
+    /// grammar forbids but RFC 5118 4.5 says receivers must accept.
+    pub fn received_addr(&self) -> Option<std::net::IpAddr> {
+        self.received().and_then(host_ip)
+    }
+
+    /// The sent-by host as an address when it is an IP literal.
+    pub fn host_ip(&self) -> Option<std::net::IpAddr> {
+        host_ip(&self.host)
+    }
 }
 
 /// From/To/Contact/Route value: name-addr or addr-spec plus header params.
@@ -311,6 +381,15 @@ impl NameAddr {
 
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
         find_param(&self.params, name)
+    }
+
+    /// The Contact `expires` parameter. RFC 3261 20.10 says malformed
+    /// values (overlarge ones included, RFC 4475 3.1.2.4) read as 3600.
+    pub fn expires(&self) -> Option<u32> {
+        self.param("expires").map(|v| {
+            v.and_then(|n| parse_digits(n)?.try_into().ok())
+                .unwrap_or(3600)
+        })
     }
 }
 
@@ -440,6 +519,12 @@ impl Headers {
         self.number("Max-Forwards")
     }
 
+    /// delta-seconds, which RFC 3261 20.19 bounds by 2**32-1: anything
+    /// larger or non-numeric is an error (RFC 4475 3.1.2.4 scalar02).
+    pub fn expires(&self) -> Result<Option<u32>, ParseError> {
+        self.number("Expires")
+    }
+
     pub fn content_length(&self) -> Result<Option<usize>, ParseError> {
         let mut found: Option<usize> = None;
         for v in self.get_all("Content-Length") {
@@ -559,6 +644,239 @@ impl Request {
             })
         }
     }
+}
+
+/// Option tags this UAS implements. A Require naming anything else is
+/// answered 420 with the rest listed in Unsupported (RFC 3261 8.2.2.3).
+pub const SUPPORTED_EXTENSIONS: &[&str] = &["timer"];
+
+/// Body types the gateway's UAS can process (compared without
+/// parameters, case-insensitively). A request body of any other type is
+/// answered 415 (RFC 3261 8.2.3); the caller should list these in Accept.
+pub const ACCEPTED_BODY_TYPES: &[&str] = &[
+    "application/sdp",
+    "multipart/mixed",
+    "application/dtmf-relay",
+    "application/dtmf",
+];
+
+/// Headers RFC 3261 defines with a single value (7.3.1: only `#list`
+/// headers may repeat), with the reason used when copies disagree.
+const SINGLE_VALUED: &[(&str, &str)] = &[
+    ("Call-ID", "Conflicting Call-ID"),
+    ("CSeq", "Conflicting CSeq"),
+    ("From", "Conflicting From"),
+    ("To", "Conflicting To"),
+    ("Max-Forwards", "Conflicting Max-Forwards"),
+    ("Content-Type", "Conflicting Content-Type"),
+    ("Expires", "Conflicting Expires"),
+];
+
+/// The RFC 3261 17.2.3 magic cookie; a branch that is only the cookie
+/// carries no transaction identifier (RFC 4475 3.2.1).
+const MAGIC_COOKIE: &str = "z9hG4bK";
+
+/// `type/subtype` of a Content-Type or Accept element, lowercased;
+/// `None` when it is not of that shape.
+fn media_type(v: &str) -> Option<String> {
+    let t = v.split(';').next()?.trim();
+    let (ty, sub) = t.split_once('/')?;
+    let token = |s: &str| !s.is_empty() && s.chars().all(super::parse::is_token_char);
+    (token(ty.trim()) && token(sub.trim()))
+        .then(|| format!("{}/{}", ty.trim(), sub.trim()).to_ascii_lowercase())
+}
+
+/// Require option tags this UAS does not implement, in order and without
+/// duplicates, for the Unsupported header of a 420. Empty for ACK and
+/// CANCEL, where RFC 3261 8.2.2.3 says Require is ignored.
+pub fn unsupported_requires(req: &Request) -> Vec<String> {
+    if matches!(req.method, Method::Ack | Method::Cancel) {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = Vec::new();
+    // Split by hand rather than with `values`, so a malformed list still
+    // yields the tags a 420 should name (request_check reports it as 400).
+    for tag in req
+        .headers
+        .get_all("Require")
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        let known = SUPPORTED_EXTENSIONS
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(tag));
+        if !known && !out.iter().any(|o| o == tag) {
+            out.push(tag.to_string());
+        }
+    }
+    out
+}
+
+/// Whether the request's Accept admits `mime` for a response body. No
+/// Accept means application/sdp only (RFC 3261 20.1); an empty one means
+/// nothing. A UAS that cannot answer in an acceptable type sends 406
+/// (RFC 4475 3.3.15 sdp01), which is session logic, not `request_check`.
+pub fn accepts_body_type(req: &Request, mime: &str) -> bool {
+    let Some(want) = media_type(mime) else {
+        return false;
+    };
+    if !req.headers.contains("Accept") {
+        return want == "application/sdp";
+    }
+    let Ok(ranges) = req.headers.values("Accept") else {
+        return false;
+    };
+    let (want_ty, _) = want.split_once('/').unwrap_or((&want, ""));
+    ranges.iter().any(|r| {
+        let refused = r.split(';').skip(1).any(|p| {
+            p.split_once('=').is_some_and(|(n, v)| {
+                n.trim().eq_ignore_ascii_case("q")
+                    && v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+            })
+        });
+        let range = r
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        !refused && (range == want || range == "*/*" || range == format!("{want_ty}/*"))
+    })
+}
+
+fn missing(name: &str) -> (u16, &'static str) {
+    match name {
+        "Via" => (400, "Missing Via"),
+        "From" => (400, "Missing From"),
+        "To" => (400, "Missing To"),
+        "Call-ID" => (400, "Missing Call-ID"),
+        _ => (400, "Missing CSeq"),
+    }
+}
+
+/// The 400s: things a UAS cannot act on that the parser either lets
+/// through (they are well-formed SIP, just contradictory) or that a
+/// hand-built `Request` might carry.
+fn check_well_formed(req: &Request) -> Result<(), (u16, &'static str)> {
+    let h = &req.headers;
+    for name in REPLY_HEADERS {
+        if !h.contains(name) {
+            return Err(missing(name));
+        }
+    }
+    // Max-Forwards is mandatory in RFC 3261 but absent from RFC 2543
+    // requests, which RFC 4475 3.4.1 (inv2543) says to keep accepting.
+    for (name, reason) in SINGLE_VALUED {
+        let mut copies = h.get_all(name);
+        if let Some(first) = copies.next() {
+            if copies.any(|v| v != first) {
+                return Err((400, reason));
+            }
+        }
+    }
+    if h.call_id().is_none() {
+        return Err((400, "Bad Call-ID"));
+    }
+    let vias = h.via().map_err(|_| (400, "Bad Via"))?;
+    let top = vias.first().ok_or((400, "Missing Via"))?;
+    if top.branch() == Some(MAGIC_COOKIE) {
+        // Preferred over falling back to RFC 2543 matching: every request
+        // from such a sender would otherwise share one transaction key.
+        return Err((400, "Missing Transaction Identifier"));
+    }
+    let _from = h.from().map_err(|_| (400, "Bad From"))?;
+    let to = h.to().map_err(|_| (400, "Bad To"))?;
+    let cseq = h
+        .cseq()
+        .map_err(|_| (400, "Bad CSeq"))?
+        .ok_or((400, "Missing CSeq"))?;
+    if cseq.method != req.method {
+        return Err((400, "CSeq Method Mismatch"));
+    }
+    h.max_forwards().map_err(|_| (400, "Bad Max-Forwards"))?;
+    match h.content_length() {
+        Err(_) => return Err((400, "Bad Content-Length")),
+        Ok(Some(n)) if n != req.body.len() => return Err((400, "Bad Content-Length")),
+        Ok(_) => {}
+    }
+    h.contacts().map_err(|_| (400, "Bad Contact"))?;
+    h.expires().map_err(|_| (400, "Bad Expires"))?;
+    h.require().map_err(|_| (400, "Bad Require"))?;
+    h.values("Proxy-Require")
+        .map_err(|_| (400, "Bad Proxy-Require"))?;
+    if req.uri.headers().is_some() {
+        // RFC 3261 19.1.1, Table 1: headers are not allowed in a
+        // Request-URI (RFC 4475 3.1.2.11 escruri).
+        return Err((400, "Headers in Request-URI"));
+    }
+    if req.method == Method::Register && to.is_some_and(|t| !t.uri.is_sip()) {
+        // RFC 3261 10.3: the AOR in To must be SIP or SIPS (RFC 4475 3.3.4).
+        return Err((400, "To Not a SIP URI"));
+    }
+    if !req.body.is_empty() {
+        // RFC 3261 20.15: a non-empty body must say what it is.
+        let ct = h.content_type().ok_or((400, "Missing Content-Type"))?;
+        media_type(ct).ok_or((400, "Bad Content-Type"))?;
+    }
+    Ok(())
+}
+
+/// The message-level checks a UAS owes a request before any dialog or
+/// method logic, returning the response to send on failure.
+///
+/// Order, following RFC 3261 8.2 after the parse itself (400/505/513 come
+/// from `ParseError::response`):
+/// 1. 400: missing or contradictory essentials the parser lets through:
+///    copies of a single-valued header that disagree (RFC 4475 3.3.8),
+///    CSeq method mismatch, a branch that is only the magic cookie,
+///    Content-Length not matching the body, non-numeric or >2**32-1
+///    Expires, headers in the Request-URI, a REGISTER whose To is not
+///    SIP/SIPS, a body without a usable Content-Type. Checked first
+///    because nothing in such a request can be trusted further.
+/// 2. 416: Request-URI scheme other than sip, sips or tel (8.2.2.1).
+/// 3. 420: Require names an option tag outside `SUPPORTED_EXTENSIONS`
+///    (8.2.2.3); put `unsupported_requires` in the Unsupported header.
+///    Proxy-Require is for proxies and is not checked.
+/// 4. 415: a non-empty body whose Content-Type is not in
+///    `ACCEPTED_BODY_TYPES`, or with a Content-Encoding other than
+///    identity (8.2.3); send Accept / Accept-Encoding with it.
+///
+/// Not here, by design: 405/501 for the method (8.2.1, the caller knows
+/// its methods; the RFC puts it before 416), 482 merged requests and 481
+/// (transaction/dialog state), 483 (Max-Forwards 0 concerns proxies; a
+/// UAS processes the request normally, RFC 4475 3.3.11), 406 (see
+/// `accepts_body_type`). An ACK is never answered: an error there means
+/// drop it.
+pub fn request_check(req: &Request) -> Result<(), (u16, &'static str)> {
+    check_well_formed(req)?;
+    if !req.uri.is_supported_scheme() {
+        return Err((416, "Unsupported URI Scheme"));
+    }
+    if !unsupported_requires(req).is_empty() {
+        return Err((420, "Bad Extension"));
+    }
+    if !req.body.is_empty() {
+        let identity = req
+            .headers
+            .get_all("Content-Encoding")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .all(|c| c.is_empty() || c.eq_ignore_ascii_case("identity"));
+        let accepted = req
+            .headers
+            .content_type()
+            .and_then(media_type)
+            .is_some_and(|t| {
+                ACCEPTED_BODY_TYPES
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(&t))
+            });
+        if !identity || !accepted {
+            return Err((415, "Unsupported Media Type"));
+        }
+    }
+    Ok(())
 }
 
 // Params are re-exported for callers that hold a raw `;a=b` string.

@@ -1,5 +1,9 @@
 //! Sans-IO SIP parser. Every function here is total: malformed input
 //! yields an error, never a panic, because the bytes come off the network.
+//!
+//! This file and `message.rs` refer to each other only through `super::`
+//! and depend on nothing but `std` and `thiserror`: the fuzz crate
+//! (`fuzz/`) compiles them on their own, without the rest of the gateway.
 
 use std::borrow::Cow;
 
@@ -43,6 +47,21 @@ pub enum ParseError {
     Incomplete,
 }
 
+impl ParseError {
+    /// The status a UAS answers a request with when parsing failed this
+    /// way (RFC 3261 8.2 and 21.4.19, 21.5.14, 21.5.6); check
+    /// `ParseFailure::can_reply` first, since without Via/From/To/Call-ID/
+    /// CSeq there is nobody to address it to.
+    pub fn response(&self) -> (u16, &'static str) {
+        match self {
+            ParseError::BadVersion => (505, "Version Not Supported"),
+            ParseError::TooLarge => (513, "Message Too Large"),
+            ParseError::UnsupportedUriScheme { .. } => (416, "Unsupported URI Scheme"),
+            _ => (400, "Bad Request"),
+        }
+    }
+}
+
 /// A failed parse plus whatever headers were recovered, so a UAS can
 /// still send a 400 when the essentials are there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +76,12 @@ impl ParseFailure {
     /// From, To, Call-ID and CSeq were all found.
     pub fn can_reply(&self) -> bool {
         self.is_request && self.headers.as_ref().is_some_and(can_reply)
+    }
+
+    /// The status to answer with, or `None` when the failure must be
+    /// dropped silently (a response, or a request nobody can be answered).
+    pub fn response(&self) -> Option<(u16, &'static str)> {
+        self.can_reply().then(|| self.error.response())
     }
 }
 
@@ -219,11 +244,38 @@ pub fn parse_params(sc: &mut Scanner<'_>) -> Option<Vec<Param>> {
     }
 }
 
+/// The address inside an IPv6 reference, accepting the extra colon that
+/// RFC 3261's IPv6reference ABNF let through (`2001:db8:::192.0.2.1`),
+/// which RFC 5118 4.10 says receivers must tolerate.
+pub fn ipv6_reference_addr(inner: &str) -> Option<std::net::Ipv6Addr> {
+    inner
+        .parse()
+        .ok()
+        .or_else(|| inner.replacen(":::", "::", 1).parse().ok())
+}
+
+/// `host` as an IP address when it is an IPv4 literal or an IPv6
+/// reference (brackets optional, since Via `received` is written both
+/// ways: RFC 5118 4.5); `None` for hostnames.
+pub fn host_ip(host: &str) -> Option<std::net::IpAddr> {
+    let inner = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(v4) = inner.parse::<std::net::Ipv4Addr>() {
+        return Some(v4.into());
+    }
+    ipv6_reference_addr(inner).map(Into::into)
+}
+
 fn parse_host_port(sc: &mut Scanner<'_>) -> Option<(String, Option<u16>)> {
     let host = if sc.peek() == Some('[') {
         let rest = sc.rest();
         let end = rest.find(']')?;
         let h = rest.get(..=end)?;
+        // Without this, "[anything]" would pass as a host and a typo'd
+        // address would only surface as an unroutable destination.
+        ipv6_reference_addr(h.get(1..end)?)?;
         sc.take_while(|c| c != ']');
         sc.eat(']');
         h
@@ -309,6 +361,12 @@ pub fn parse_name_addr(v: &str) -> Option<NameAddr> {
         uri = angle_uri(&mut sc)?;
     } else {
         let raw = sc.take_while(|c| c != ';').trim_end();
+        // RFC 3261 20: a URI holding a comma, question mark or semicolon
+        // must be in <>; unbracketed, "?" would make URI headers look like
+        // part of the header value (RFC 4475 3.1.2.13 regbadct).
+        if raw.contains([',', '?']) {
+            return None;
+        }
         uri = parse_uri(raw).ok()?;
     }
     let params = parse_params(&mut sc)?;
@@ -347,6 +405,19 @@ fn uri_params(s: &str) -> Result<Vec<Param>, ParseError> {
             None => Ok((p.to_string(), None)),
         })
         .collect()
+}
+
+/// The `?hname=hvalue&...` part of a SIP/SIPS URI, still escaped; `None`
+/// for other schemes, whose syntax this parser does not know.
+pub fn uri_headers(raw: &str) -> Option<&str> {
+    let (scheme, rest) = raw.split_once(':')?;
+    if !(scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips")) {
+        return None;
+    }
+    // Same separator logic as `parse_uri`: neither hvalue nor uri params
+    // may hold an unescaped '@', but the userinfo may hold '?'.
+    let hostpart = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    hostpart.split_once('?').map(|(_, h)| h)
 }
 
 pub fn parse_uri(raw: &str) -> Result<Uri, ParseError> {
@@ -779,6 +850,43 @@ Content-Length: 4\r\n\r\nv=0\r";
         assert!(parse_uri("sip:").is_err());
         assert!(parse_uri("sip:host:99999").is_err());
         assert!(parse_uri("1sip:x").is_err());
+    }
+
+    #[test]
+    fn unescape_leaves_non_escapes_alone() {
+        use super::super::message::unescape;
+        assert_eq!(unescape("a%20b%2fc"), b"a b/c");
+        assert_eq!(unescape("%00%ff"), [0, 0xff]);
+        for (input, want) in [
+            ("%", "%"),
+            ("%4", "%4"),
+            ("100%", "100%"),
+            ("%%41", "%A"),
+            ("%Z%45", "%ZE"),
+        ] {
+            assert_eq!(unescape(input), want.as_bytes(), "{input}");
+        }
+    }
+
+    #[test]
+    fn uri_headers_and_host_ip() {
+        assert_eq!(uri_headers("sip:a?b@h?x=1&y=2"), Some("x=1&y=2"));
+        assert_eq!(uri_headers("sip:a@h;p=1"), None);
+        assert_eq!(uri_headers("http://h?x=1"), None);
+        assert_eq!(host_ip("192.0.2.1"), Some([192, 0, 2, 1].into()));
+        assert_eq!(host_ip("[::1]"), Some(std::net::Ipv6Addr::LOCALHOST.into()));
+        assert_eq!(host_ip("::1"), Some(std::net::Ipv6Addr::LOCALHOST.into()));
+        assert_eq!(host_ip("[2001:db8:::1]"), "2001:db8::1".parse().ok());
+        assert_eq!(host_ip("example.com"), None);
+        assert_eq!(host_ip("[::1"), None);
+    }
+
+    #[test]
+    fn error_to_response() {
+        assert_eq!(ParseError::BadVersion.response().0, 505);
+        assert_eq!(ParseError::TooLarge.response().0, 513);
+        assert_eq!(ParseError::BadUri.response().0, 400);
+        assert_eq!(ParseError::CSeqMismatch.response().0, 400);
     }
 
     #[test]
