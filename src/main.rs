@@ -1,6 +1,7 @@
 //! `hotline`: the 12345 hotline voice gateway's command line.
 
 mod cli_asr;
+mod cli_calls;
 mod cli_eval;
 mod cli_model;
 mod cli_transcribe;
@@ -26,6 +27,8 @@ enum Command {
     Transcribe(cli_transcribe::TranscribeArgs),
     /// Measure accuracy (CER/WER) and speed over a manifest of reference clips.
     Eval(cli_eval::EvalArgs),
+    /// List recorded calls, or show one (`calls show ID`).
+    Calls(cli_calls::CallsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +45,7 @@ fn main() -> std::process::ExitCode {
         Command::Model(a) => cli_model::run(a),
         Command::Transcribe(a) => cli_transcribe::run(a),
         Command::Eval(a) => cli_eval::run(a),
+        Command::Calls(a) => cli_calls::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -7,8 +7,11 @@
 //! `hotline_asr::g711` (the recognizer's telephone simulation needs it too) and is
 //! re-exported here as the gateway's codec.
 
+pub mod call;
+pub mod config;
 pub mod sdp;
 pub mod sip;
+pub mod store;
 
 pub mod codec {
     pub use hotline_asr::g711;
