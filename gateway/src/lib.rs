@@ -7,11 +7,14 @@
 //! `hotline_asr::g711` (the recognizer's telephone simulation needs it too) and is
 //! re-exported here as the gateway's codec.
 
+pub mod api;
 pub mod call;
 pub mod config;
 pub mod sdp;
+pub mod serve;
 pub mod sip;
 pub mod store;
+pub mod transport;
 
 pub mod codec {
     pub use hotline_asr::g711;

@@ -848,6 +848,73 @@ pub fn negotiate(
     })
 }
 
+/// Our offer, for INVITEs that arrived without one (late offer, RFC 3261
+/// 13.2.1) and for re-INVITEs we send: every local codec, then
+/// telephone-event on PT 101 (the de-facto default PBXes expect).
+pub fn offer(local: &LocalMedia) -> SessionDescription {
+    let mut formats: Vec<String> = local
+        .codecs
+        .iter()
+        .map(|c| c.static_pt().to_string())
+        .collect();
+    let mut attributes: Vec<Attribute> = local
+        .codecs
+        .iter()
+        .map(|c| Attribute::RtpMap {
+            pt: c.static_pt(),
+            encoding: c.encoding_name().to_string(),
+            clock_rate: 8000,
+            channels: None,
+        })
+        .collect();
+    if local.telephone_event {
+        formats.push("101".into());
+        attributes.push(Attribute::RtpMap {
+            pt: 101,
+            encoding: "telephone-event".into(),
+            clock_rate: 8000,
+            channels: None,
+        });
+        attributes.push(Attribute::Fmtp {
+            format: "101".into(),
+            params: "0-15".into(),
+        });
+    }
+    attributes.push(Attribute::Ptime(local.ptime));
+    attributes.push(Attribute::Direction(Direction::SendRecv));
+    let addr_type = match local.addr {
+        IpAddr::V4(_) => "IP4",
+        IpAddr::V6(_) => "IP6",
+    };
+    SessionDescription {
+        origin: Origin {
+            username: "-".to_string(),
+            session_id: local.session_id.to_string(),
+            session_version: local.version.to_string(),
+            net_type: "IN".to_string(),
+            addr_type: addr_type.to_string(),
+            address: local.addr.to_string(),
+        },
+        session_name: "-".to_string(),
+        connection: Some(Connection {
+            address: local.addr,
+        }),
+        timing: vec![Timing { start: 0, stop: 0 }],
+        attributes: Vec::new(),
+        media: vec![MediaDescription {
+            media: "audio".into(),
+            port: local.port,
+            port_count: None,
+            proto: "RTP/AVP".into(),
+            formats,
+            connection: None,
+            attributes,
+            extra: Vec::new(),
+        }],
+        extra: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -870,6 +937,17 @@ mod tests {
         ];
         lines.extend_from_slice(media);
         crlf(&lines)
+    }
+
+    #[test]
+    fn our_offer_parses_and_negotiates_against_itself() {
+        let local = LocalMedia::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 40000, 7, 1);
+        let text = offer(&local).to_string();
+        let parsed = SessionDescription::parse(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let answer = negotiate(&parsed, &local).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(answer.codec.name, G711::Pcmu);
+        assert_eq!(answer.telephone_event_pt, Some(101));
+        assert!(text.contains("m=audio 40000 RTP/AVP 0 8 101\r\n"), "{text}");
     }
 
     fn pbx_offer() -> String {

@@ -1,0 +1,165 @@
+//! The HTTP API (axum): health for load balancers and systemd, metrics,
+//! and the call records. The QA page and live transcripts join it later.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::serve::Snapshot;
+use crate::store::Store;
+use crate::transport::TransportStats;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub data_dir: PathBuf,
+    pub snapshot: watch::Receiver<Snapshot>,
+    pub transport: Arc<TransportStats>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
+        .route("/api/calls", get(list_calls))
+        .route("/api/calls/{id}", get(show_call))
+        .with_state(state)
+}
+
+async fn health(State(s): State<ApiState>) -> Response {
+    let snap = s.snapshot.borrow().clone();
+    let body = serde_json::json!({
+        "status": if snap.draining { "draining" } else { "ok" },
+        "active_calls": snap.active_calls,
+        "transactions": snap.transactions,
+    });
+    let code = if snap.draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(body)).into_response()
+}
+
+/// Prometheus text format.
+async fn metrics(State(s): State<ApiState>) -> String {
+    let snap = s.snapshot.borrow().clone();
+    let st = &snap.stats;
+    let t = &s.transport;
+    let mut out = String::new();
+    let mut line = |name: &str, kind: &str, v: u64| {
+        let _ = writeln!(out, "# TYPE hotline_{name} {kind}\nhotline_{name} {v}");
+    };
+    line("active_calls", "gauge", snap.active_calls as u64);
+    line("sip_transactions", "gauge", snap.transactions as u64);
+    line("sip_rx_messages_total", "counter", st.rx_messages);
+    line(
+        "sip_rx_malformed_answered_total",
+        "counter",
+        st.rx_malformed_answered,
+    );
+    line(
+        "sip_rx_malformed_dropped_total",
+        "counter",
+        st.rx_malformed_dropped,
+    );
+    line(
+        "sip_rx_retransmissions_total",
+        "counter",
+        st.rx_retransmissions,
+    );
+    line(
+        "sip_tx_retransmissions_total",
+        "counter",
+        st.tx_retransmissions,
+    );
+    line("sip_rx_unmatched_ack_total", "counter", st.rx_unmatched_ack);
+    line(
+        "sip_rx_unmatched_response_total",
+        "counter",
+        st.rx_unmatched_response,
+    );
+    line("sip_dropped_overload_total", "counter", st.dropped_overload);
+    line(
+        "sip_rejected_forbidden_total",
+        "counter",
+        st.rejected_forbidden,
+    );
+    line("sip_auth_challenges_total", "counter", st.auth_challenges);
+    line("calls_started_total", "counter", st.calls_started);
+    line("calls_answered_total", "counter", st.calls_answered);
+    line("calls_busy_total", "counter", st.calls_busy);
+    line(
+        "udp_send_errors_total",
+        "counter",
+        t.udp_send_errors.load(Ordering::Relaxed),
+    );
+    line(
+        "tcp_refused_total",
+        "counter",
+        t.tcp_refused.load(Ordering::Relaxed),
+    );
+    line(
+        "tcp_framing_errors_total",
+        "counter",
+        t.tcp_framing_errors.load(Ordering::Relaxed),
+    );
+    line(
+        "tcp_send_dropped_total",
+        "counter",
+        t.tcp_send_dropped.load(Ordering::Relaxed),
+    );
+    line(
+        "tcp_connections",
+        "gauge",
+        t.tcp_open.load(Ordering::Relaxed) as u64,
+    );
+    out
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+fn store_error(e: impl std::fmt::Display) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+}
+
+async fn list_calls(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> Response {
+    let limit = q.limit.unwrap_or(50).min(1000);
+    let dir = s.data_dir.clone();
+    let res = tokio::task::spawn_blocking(move || match Store::open_existing(&dir)? {
+        Some(store) => store.list_calls(limit),
+        None => Ok(Vec::new()),
+    })
+    .await;
+    match res {
+        Ok(Ok(calls)) => Json(calls).into_response(),
+        Ok(Err(e)) => store_error(e),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn show_call(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    let dir = s.data_dir.clone();
+    let res = tokio::task::spawn_blocking(move || match Store::open_existing(&dir)? {
+        Some(store) => store.get_call(&id),
+        None => Ok(None),
+    })
+    .await;
+    match res {
+        Ok(Ok(Some(call))) => Json(call).into_response(),
+        Ok(Ok(None)) => (StatusCode::NOT_FOUND, "no such call").into_response(),
+        Ok(Err(e)) => store_error(e),
+        Err(e) => store_error(e),
+    }
+}
