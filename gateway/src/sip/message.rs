@@ -886,3 +886,23 @@ pub fn params_from_str(s: &str) -> Option<Vec<Param>> {
     sc.skip_ws();
     sc.at_end().then_some(p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescape_leaves_non_escapes_alone() {
+        assert_eq!(unescape("a%20b%2fc"), b"a b/c");
+        assert_eq!(unescape("%00%ff"), [0, 0xff]);
+        for (input, want) in [
+            ("%", "%"),
+            ("%4", "%4"),
+            ("100%", "100%"),
+            ("%%41", "%A"),
+            ("%Z%45", "%ZE"),
+        ] {
+            assert_eq!(unescape(input), want.as_bytes(), "{input}");
+        }
+    }
+}

@@ -853,22 +853,6 @@ Content-Length: 4\r\n\r\nv=0\r";
     }
 
     #[test]
-    fn unescape_leaves_non_escapes_alone() {
-        use super::super::message::unescape;
-        assert_eq!(unescape("a%20b%2fc"), b"a b/c");
-        assert_eq!(unescape("%00%ff"), [0, 0xff]);
-        for (input, want) in [
-            ("%", "%"),
-            ("%4", "%4"),
-            ("100%", "100%"),
-            ("%%41", "%A"),
-            ("%Z%45", "%ZE"),
-        ] {
-            assert_eq!(unescape(input), want.as_bytes(), "{input}");
-        }
-    }
-
-    #[test]
     fn uri_headers_and_host_ip() {
         assert_eq!(uri_headers("sip:a?b@h?x=1&y=2"), Some("x=1&y=2"));
         assert_eq!(uri_headers("sip:a@h;p=1"), None);
