@@ -16,6 +16,7 @@ use super::dialog::{Dialog, DialogId};
 use super::message::{
     request_check, unsupported_requires, Headers, Message, Method, Request, Response, SIP_VERSION,
 };
+use super::multipart;
 use super::parse::{parse_for_reply, split_list, ParseError};
 use super::transaction::{
     Action, InviteClient, InviteServer, NonInviteClient, NonInviteServer, ServerKey, Timers,
@@ -367,6 +368,19 @@ pub fn parse_dtmf_body(content_type: &str, body: &[u8]) -> Option<(char, Option<
         }
     }
     digit.filter(|c| valid(*c)).map(|d| (d, duration))
+}
+
+/// The SDP a request carries: `Ok(None)` when there is none (late offer),
+/// `Err` when there is one that does not parse (400).
+fn sdp_of(req: &Request) -> Result<Option<SessionDescription>, ()> {
+    let Some(body) = multipart::sdp_body(req.headers.content_type(), &req.body) else {
+        return Ok(None);
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let text = std::str::from_utf8(body).map_err(|_| ())?;
+    SessionDescription::parse(text).map(Some).map_err(|_| ())
 }
 
 /// The media type of a Content-Type value, lower-cased, without params.
@@ -844,7 +858,10 @@ impl Endpoint {
                 .unwrap_or_default();
             let ok = match req.method {
                 Method::Info => ct == "application/dtmf-relay" || ct == "application/dtmf",
-                Method::Invite | Method::Update => ct == "application/sdp",
+                // SIP-I trunks put SDP next to ISUP in multipart/mixed.
+                Method::Invite | Method::Update => {
+                    ct == "application/sdp" || ct.starts_with("multipart/")
+                }
                 _ => true,
             };
             if !ok {
@@ -991,18 +1008,11 @@ impl Endpoint {
             );
             return;
         }
-        let offer = if req.body.is_empty() {
-            None
-        } else {
-            match std::str::from_utf8(&req.body)
-                .ok()
-                .and_then(|s| SessionDescription::parse(s).ok())
-            {
-                Some(sdp) => Some(sdp),
-                None => {
-                    reject(self, 400, Vec::new());
-                    return;
-                }
+        let offer = match sdp_of(&req) {
+            Ok(o) => o,
+            Err(()) => {
+                reject(self, 400, Vec::new());
+                return;
             }
         };
         let session = match self.session_request(&req) {
@@ -1148,10 +1158,7 @@ impl Endpoint {
         if call.state != CallState::Incoming {
             return;
         }
-        let offer = std::str::from_utf8(&call.invite.body)
-            .ok()
-            .filter(|s| !s.is_empty())
-            .and_then(|s| SessionDescription::parse(s).ok());
+        let offer = sdp_of(&call.invite).ok().flatten();
         let (body, late) = match offer {
             Some(offer) => match sdp::negotiate(&offer, &media) {
                 Ok(answer) => {
@@ -1397,9 +1404,9 @@ impl Endpoint {
         let id = call.id.clone();
         if let Some(local) = offer {
             // Late offer: the ACK carries the answer (RFC 3261 13.2.1).
-            let answer = std::str::from_utf8(&req.body)
+            let answer = sdp_of(&req)
                 .ok()
-                .and_then(|s| SessionDescription::parse(s).ok())
+                .flatten()
                 .and_then(|sdp| sdp::negotiate(&sdp, &local).ok());
             match answer {
                 Some(answer) => self.emit(Event::Media { id, answer }),
@@ -1537,19 +1544,12 @@ impl Endpoint {
             self.respond(serial, r, now);
             return;
         };
-        let offer = if req.body.is_empty() {
-            None
-        } else {
-            match std::str::from_utf8(&req.body)
-                .ok()
-                .and_then(|s| SessionDescription::parse(s).ok())
-            {
-                Some(o) => Some(o),
-                None => {
-                    let r = self.reply(&req, flow, 400, None);
-                    self.respond(serial, r, now);
-                    return;
-                }
+        let offer = match sdp_of(&req) {
+            Ok(o) => o,
+            Err(()) => {
+                let r = self.reply(&req, flow, 400, None);
+                self.respond(serial, r, now);
+                return;
             }
         };
         let session = match self.session_request(&req) {
@@ -1650,7 +1650,7 @@ impl Endpoint {
         if call.answer_at.is_some_and(|at| at <= now) && call.state == CallState::Ringing {
             call.answer_at = None;
             let body = call.last_local_sdp.clone().unwrap_or_default();
-            let late = call.invite.body.is_empty();
+            let late = !matches!(sdp_of(&call.invite), Ok(Some(_)));
             self.send_invite_ok(cs, body, late, now);
             return;
         }

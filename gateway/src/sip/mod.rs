@@ -7,6 +7,7 @@ pub mod auth;
 pub mod dialog;
 pub mod endpoint;
 pub mod message;
+pub mod multipart;
 pub mod parse;
 pub mod transaction;
 

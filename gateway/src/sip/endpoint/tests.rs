@@ -753,3 +753,20 @@ fn tables_stay_bounded_after_many_calls() {
         h.ep.timers.len()
     );
 }
+
+#[test]
+fn sip_i_multipart_invite_takes_the_sdp_part() {
+    let mut h = Harness::new(EndpointConfig::default());
+    let body = format!(
+        "--b1\r\nContent-Type: application/sdp\r\n\r\n{SDP_OFFER}\r\n--b1\r\n\
+Content-Type: application/isup;version=itu-t92+\r\n\r\nxx\r\n--b1--\r\n"
+    );
+    let inv = invite("c27", "a27", "", &body).replace(
+        "application/sdp\r\nContent-Length",
+        "multipart/mixed;boundary=b1\r\nContent-Length",
+    );
+    h.recv(&inv);
+    let sent = h.take();
+    assert!(sent[1].starts_with("SIP/2.0 200"), "{sent:?}");
+    assert!(body_of(&sent[1]).contains("m=audio 40000 RTP/AVP 8 101"));
+}
