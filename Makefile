@@ -12,7 +12,7 @@ setup:
 build: setup
 
 run: setup
-	bash scripts/run.sh
+	bash scripts/run.sh $(ARGS)
 
 test: setup
 	bash scripts/test.sh
