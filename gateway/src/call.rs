@@ -51,6 +51,8 @@ pub enum EndReason {
     Shutdown,
     /// Found open at start-up: the previous process died with the call up.
     Crash,
+    /// No RTP from the peer for the configured time (hold excepted).
+    RtpTimeout,
 }
 
 impl EndReason {
@@ -63,6 +65,7 @@ impl EndReason {
             EndReason::Rejected(code) => format!("rejected-{code}"),
             EndReason::Shutdown => "shutdown".into(),
             EndReason::Crash => "crash".into(),
+            EndReason::RtpTimeout => "rtp-timeout".into(),
         }
     }
 
@@ -100,14 +103,60 @@ pub enum CallEvent {
         at: SystemTime,
         reason: EndReason,
     },
+    /// The negotiated audio codec (again on every renegotiation).
+    Media {
+        id: CallId,
+        codec: String,
+        remote_rtp: Option<SocketAddr>,
+    },
+    /// One key press, whichever way it arrived.
+    Digit {
+        id: CallId,
+        key: char,
+        /// Milliseconds from the answer (the recording's time zero).
+        at_ms: u64,
+        /// `rfc4733`, `info` or `inband`.
+        source: &'static str,
+        duration_ms: Option<u32>,
+    },
+    /// Where the call's recording is, as soon as the file exists.
+    Recording {
+        id: CallId,
+        path: String,
+    },
+    /// Receive/send statistics, written when the media stops.
+    RtpStats {
+        id: CallId,
+        stats: RtpStats,
+    },
 }
+
+/// What the media plane measured for one call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct RtpStats {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub lost: u64,
+    pub late: u64,
+    pub duplicate: u64,
+    /// RFC 3550 interarrival jitter, in milliseconds.
+    pub jitter_ms: f64,
+    /// Packets from sources other than the latched peer.
+    pub rejected: u64,
+}
+
+impl Eq for RtpStats {}
 
 impl CallEvent {
     pub fn call_id(&self) -> &str {
         match self {
             CallEvent::Started { id, .. }
             | CallEvent::Answered { id, .. }
-            | CallEvent::Ended { id, .. } => id,
+            | CallEvent::Ended { id, .. }
+            | CallEvent::Media { id, .. }
+            | CallEvent::Digit { id, .. }
+            | CallEvent::Recording { id, .. }
+            | CallEvent::RtpStats { id, .. } => id,
         }
     }
 }

@@ -46,6 +46,19 @@ const MIGRATIONS: &[&str] = &[
     -- Start-up crash recovery looks for open calls; without this it scans every call
     -- ever taken.
     CREATE INDEX calls_open ON calls (id) WHERE ended_at IS NULL;",
+    // 2: media plane: codec, recording, RTP statistics, key presses.
+    "ALTER TABLE calls ADD COLUMN codec TEXT;
+    ALTER TABLE calls ADD COLUMN remote_rtp TEXT;
+    ALTER TABLE calls ADD COLUMN recording TEXT;
+    ALTER TABLE calls ADD COLUMN rtp_stats TEXT;
+    CREATE TABLE digits (
+        call_id     TEXT NOT NULL REFERENCES calls (id),
+        at_ms       INTEGER NOT NULL,
+        key         TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        duration_ms INTEGER
+    );
+    CREATE INDEX digits_call ON digits (call_id, at_ms);",
 ];
 
 /// Ends open calls (the caller adds the WHERE clause). The SIP status is the rejecting
@@ -181,10 +194,26 @@ pub struct CallRecord {
     pub status: Option<u16>,
     /// Answered to ended; None unless both happened.
     pub duration_ms: Option<i64>,
+    /// Last negotiated codec (`PCMU`, `PCMA`).
+    pub codec: Option<String>,
+    pub remote_rtp: Option<String>,
+    /// Path of the stereo WAV (caller left, gateway right).
+    pub recording: Option<String>,
+    pub rtp: Option<crate::call::RtpStats>,
+    /// Key presses in order.
+    pub digits: Vec<DigitRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DigitRecord {
+    pub key: String,
+    pub at_ms: i64,
+    pub source: String,
+    pub duration_ms: Option<i64>,
 }
 
 const RECORD_COLUMNS: &str = "id, sip_call_id, from_hdr, to_user, source, transport, \
-     invite_at, answered_at, ended_at, end_reason, status";
+     invite_at, answered_at, ended_at, end_reason, status, codec, remote_rtp, recording, rtp_stats";
 
 fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
     let answered_at: Option<i64> = row.get(7)?;
@@ -205,6 +234,15 @@ fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
             (Some(a), Some(e)) => Some(e.saturating_sub(a).max(0)),
             _ => None,
         },
+        codec: row.get(11)?,
+        remote_rtp: row.get(12)?,
+        recording: row.get(13)?,
+        // A row written by a newer gateway may hold fields this one lacks: keep
+        // what parses rather than failing the whole listing.
+        rtp: row
+            .get::<_, Option<String>>(14)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        digits: Vec::new(),
     })
 }
 
@@ -357,6 +395,40 @@ impl Store {
                          WHERE id = ?1 AND answered_at IS NULL AND ended_at IS NULL",
                     )?
                     .execute(params![id, millis(*at)])?,
+                CallEvent::Media {
+                    id,
+                    codec,
+                    remote_rtp,
+                } => tx
+                    .prepare_cached("UPDATE calls SET codec = ?2, remote_rtp = ?3 WHERE id = ?1")?
+                    .execute(params![id, codec, remote_rtp.map(|a| a.to_string())])?,
+                CallEvent::Digit {
+                    id,
+                    key,
+                    at_ms,
+                    source,
+                    duration_ms,
+                } => tx
+                    .prepare_cached(
+                        "INSERT INTO digits (call_id, at_ms, key, source, duration_ms)
+                         SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM calls WHERE id = ?1)",
+                    )?
+                    .execute(params![
+                        id,
+                        i64::try_from(*at_ms).unwrap_or(i64::MAX),
+                        key.to_string(),
+                        source,
+                        duration_ms
+                    ])?,
+                CallEvent::Recording { id, path } => tx
+                    .prepare_cached("UPDATE calls SET recording = ?2 WHERE id = ?1")?
+                    .execute(params![id, path])?,
+                CallEvent::RtpStats { id, stats } => tx
+                    .prepare_cached("UPDATE calls SET rtp_stats = ?2 WHERE id = ?1")?
+                    .execute(params![
+                        id,
+                        serde_json::to_string(stats).unwrap_or_default()
+                    ])?,
                 CallEvent::Ended { id, at, reason } => tx
                     .prepare_cached(concat!(
                         end_call_set!(),
@@ -413,7 +485,37 @@ impl Store {
             "SELECT {RECORD_COLUMNS} FROM calls ORDER BY invite_at DESC, id DESC LIMIT ?1"
         ))?;
         let rows = stmt.query_map([limit], record_from_row)?;
+        let mut calls = rows.collect::<Result<Vec<_>, _>>()?;
+        for c in &mut calls {
+            c.digits = self.digits_of(&c.id)?;
+        }
+        Ok(calls)
+    }
+
+    fn digits_of(&self, id: &str) -> Result<Vec<DigitRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT key, at_ms, source, duration_ms FROM digits
+             WHERE call_id = ?1 ORDER BY at_ms, rowid",
+        )?;
+        let rows = stmt.query_map([id], |r| {
+            Ok(DigitRecord {
+                key: r.get(0)?,
+                at_ms: r.get(1)?,
+                source: r.get(2)?,
+                duration_ms: r.get(3)?,
+            })
+        })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn with_digits(&self, call: Option<CallRecord>) -> Result<Option<CallRecord>, StoreError> {
+        match call {
+            Some(mut c) => {
+                c.digits = self.digits_of(&c.id)?;
+                Ok(Some(c))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The call with this id, or with this id prefix (at least [`MIN_ID_PREFIX`]
@@ -427,7 +529,7 @@ impl Store {
             .query_row([&id], record_from_row)
             .optional()?;
         if exact.is_some() {
-            return Ok(exact);
+            return self.with_digits(exact);
         }
         if id.chars().count() < MIN_ID_PREFIX {
             return Err(StoreError::PrefixTooShort { prefix: id });
@@ -455,11 +557,14 @@ impl Store {
         };
         match matches.as_slice() {
             [] => Ok(None),
-            [one] => Ok(self
-                .conn
-                .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM calls WHERE id = ?1"))?
-                .query_row([one], record_from_row)
-                .optional()?),
+            [one] => {
+                let call = self
+                    .conn
+                    .prepare_cached(&format!("SELECT {RECORD_COLUMNS} FROM calls WHERE id = ?1"))?
+                    .query_row([one], record_from_row)
+                    .optional()?;
+                self.with_digits(call)
+            }
             _ => Err(StoreError::AmbiguousId {
                 prefix: id,
                 matches,
@@ -587,6 +692,71 @@ mod tests {
     const A: &str = "0190a1b2-0000-7000-8000-000000000001";
     const B: &str = "0190a1b2-0000-7000-8000-000000000002";
     const C: &str = "0190a1c3-0000-7000-8000-000000000003";
+
+    #[test]
+    fn media_events_fill_codec_recording_stats_and_digits_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let digit = |key, at_ms| CallEvent::Digit {
+            id: A.into(),
+            key,
+            at_ms,
+            source: "rfc4733",
+            duration_ms: Some(120),
+        };
+        store
+            .apply(&[
+                started(A, 0),
+                answered(A, 10),
+                CallEvent::Media {
+                    id: A.into(),
+                    codec: "PCMA".into(),
+                    remote_rtp: Some("10.0.0.1:30000".parse().unwrap()),
+                },
+                CallEvent::Recording {
+                    id: A.into(),
+                    path: "/data/recordings/a.wav".into(),
+                },
+                digit('1', 500),
+                digit('#', 900),
+                CallEvent::RtpStats {
+                    id: A.into(),
+                    stats: crate::call::RtpStats {
+                        rx_packets: 100,
+                        lost: 2,
+                        jitter_ms: 1.5,
+                        ..Default::default()
+                    },
+                },
+                ended(A, 2000, EndReason::RtpTimeout),
+                // Unknown call: dropped with a warning, not an orphan row.
+                CallEvent::Digit {
+                    id: B.into(),
+                    key: '9',
+                    at_ms: 1,
+                    source: "info",
+                    duration_ms: None,
+                },
+            ])
+            .unwrap();
+        let c = store.get_call(A).unwrap().unwrap();
+        assert_eq!(c.codec.as_deref(), Some("PCMA"));
+        assert_eq!(c.remote_rtp.as_deref(), Some("10.0.0.1:30000"));
+        assert_eq!(c.recording.as_deref(), Some("/data/recordings/a.wav"));
+        assert_eq!(
+            c.rtp.as_ref().map(|r| (r.rx_packets, r.lost)),
+            Some((100, 2))
+        );
+        let keys: Vec<&str> = c.digits.iter().map(|d| d.key.as_str()).collect();
+        assert_eq!(keys, ["1", "#"]);
+        assert_eq!(c.end_reason.as_deref(), Some("rtp-timeout"));
+        let n: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM digits", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(store.list_calls(10).unwrap()[0].digits.len(), 2);
+    }
 
     #[test]
     fn rfc3339() {

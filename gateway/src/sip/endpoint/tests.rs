@@ -224,6 +224,7 @@ fn invite_is_answered_with_sdp_and_bye_ends_the_call() {
             Event::Call(CallEvent::Started { .. }) => "started",
             Event::Call(CallEvent::Answered { .. }) => "answered",
             Event::Call(CallEvent::Ended { .. }) => "ended",
+            Event::Call(_) => "media-plane",
             Event::Incoming { .. } => "incoming",
             Event::Media { .. } => "media",
             Event::Dtmf { .. } => "dtmf",
