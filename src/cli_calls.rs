@@ -207,6 +207,36 @@ fn details(c: &CallRecord) -> String {
                 .duration_ms
                 .map(|ms| format!("{} ({ms} ms)", duration(ms)))),
         ),
+        ("codec", opt(c.codec.clone())),
+        ("remote_rtp", opt(c.remote_rtp.clone())),
+        ("recording", opt(c.recording.clone())),
+        (
+            "rtp",
+            opt(c.rtp.as_ref().map(|r| {
+                format!(
+                    "rx {} tx {} lost {} late {} dup {} jitter {:.1} ms rejected {}",
+                    r.rx_packets,
+                    r.tx_packets,
+                    r.lost,
+                    r.late,
+                    r.duplicate,
+                    r.jitter_ms,
+                    r.rejected
+                )
+            })),
+        ),
+        (
+            "digits",
+            if c.digits.is_empty() {
+                "-".to_string()
+            } else {
+                c.digits
+                    .iter()
+                    .map(|d| format!("{}@{}ms/{}", d.key, d.at_ms, d.source))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            },
+        ),
     ];
     let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     fields
