@@ -8,6 +8,7 @@
 #
 #   benches/sipp_load.sh                      # 100 200 400 600 800 1000 cps, 15 s each
 #   RATES="50 100" SECS=5 benches/sipp_load.sh
+#   RATES="2000 4000 6000 8000" benches/sipp_load.sh   # past 1000 cps, to the limit
 #
 # SIPp and the gateway share the machine's cores: run nothing else heavy
 # while measuring. Build first: cargo build --release --bin hotline
@@ -52,6 +53,7 @@ stat() {
     awk -F';' -v col="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) c = i } END { print $c + 0 }' "$1"
 }
 
+# Starts a gateway; sets gw_pid and target (its UDP address).
 start_gateway() {
     local dir=$1
     "$BIN" serve --sip 127.0.0.1:0 --http off --data "$dir/data" --grace-s 0 \
@@ -62,7 +64,8 @@ start_gateway() {
         kill -0 "$gw_pid" 2>/dev/null || { cat "$dir/gateway.log" >&2; exit 1; }
         sleep 0.1
     done
-    sed -n 's/.*udp:\([0-9.]*:[0-9]*\).*/\1/p' "$dir/ready"
+    target=$(sed -n 's/.*udp:\([0-9.]*:[0-9]*\).*/\1/p' "$dir/ready")
+    [ -n "$target" ] || { echo "gateway not ready" >&2; cat "$dir/gateway.log" >&2; exit 1; }
 }
 
 printf '%-6s %-7s %-9s %-7s %-8s %-9s %-12s %-12s %s\n' \
@@ -70,7 +73,7 @@ printf '%-6s %-7s %-9s %-7s %-8s %-9s %-12s %-12s %s\n' \
 for rate in $RATES; do
     dir="$work/$rate"
     mkdir -p "$dir"
-    target=$(start_gateway "$dir")
+    start_gateway "$dir"
     calls=$((rate * SECS))
     c0=$(cpu_ticks "$gw_pid")
     t0=$(date +%s.%N)
@@ -91,7 +94,8 @@ for rate in $RATES; do
     ok=$(stat "$dir/stat.csv" 'SuccessfulCall(C)')
     failed=$(stat "$dir/stat.csv" 'FailedCall(C)')
     retrans=$(stat "$dir/stat.csv" 'Retransmissions(C)')
-    read -r su ss <"$dir/sipp.time" || { su=0; ss=0; }
+    # The last line (time prefixes "Command exited with non-zero status").
+    read -r su ss < <(tail -n 1 "$dir/sipp.time") || { su=0; ss=0; }
     awk -v rate="$rate" -v calls="$calls" -v ok="$ok" -v failed="$failed" -v re="$retrans" \
         -v t0="$t0" -v t1="$t1" -v c="$((c1 - c0))" -v tck="$tck" -v su="$su" -v ss="$ss" 'BEGIN {
         wall = t1 - t0; n = (ok + failed > 0) ? ok + failed : 1
