@@ -200,6 +200,15 @@ fn late_offer_with_answer_in_ack() {
 }
 
 #[test]
+fn reinvite_without_sdp_gets_offer_answered_in_ack() {
+    let mut gw = Gateway::start();
+    scenario(&gw, "reinvite_late_offer.xml");
+    let c = one_call(&mut gw);
+    assert_eq!(field(&c, "end_reason"), "caller-bye", "{c:#}");
+    assert_eq!(c["status"], 200, "{c:#}");
+}
+
+#[test]
 fn late_offer_with_ack_without_answer_is_hung_up() {
     let mut gw = Gateway::start();
     scenario(&gw, "late_offer_no_answer.xml");
@@ -265,6 +274,20 @@ fn gateway_hangs_up_after_max_call_s() {
     assert_eq!(c["status"], 200, "{c:#}");
     let d = c["duration_ms"].as_i64().unwrap();
     assert!((900..3000).contains(&d), "about max_call_s = 1 s: {d} ms");
+}
+
+#[test]
+fn unacked_2xx_is_retransmitted_then_hung_up() {
+    // T1 = 50 ms: the 200 goes out at 0, 50, 150, 350, ... ms and the
+    // gateway gives up at 64*T1 = 3.2 s with a BYE (RFC 3261 13.3.1.4).
+    let mut gw = Gateway::with_config("[sip]\nt1_ms = 50\n");
+    let run = scenario(&gw, "no_ack.xml");
+    assert_eq!(run.code, 0);
+    let c = one_call(&mut gw);
+    assert_eq!(field(&c, "end_reason"), "timeout", "{c:#}");
+    assert!(c["answered_at"].is_string(), "{c:#}");
+    let d = c["duration_ms"].as_i64().unwrap();
+    assert!((3000..5000).contains(&d), "about 64*T1 = 3.2 s: {d} ms");
 }
 
 #[test]
