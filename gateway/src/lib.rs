@@ -10,6 +10,7 @@
 pub mod api;
 pub mod call;
 pub mod config;
+pub mod media;
 pub mod sdp;
 pub mod serve;
 pub mod sip;
