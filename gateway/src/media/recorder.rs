@@ -183,7 +183,6 @@ pub struct Recorder {
     written: u64,
     /// Audio not yet written, per channel; `pending[c][0]` is at position `written`.
     pending: [VecDeque<i16>; 2],
-    scratch: Vec<i16>,
     max_lead: usize,
     flush_interval: Duration,
     sync_on_finish: bool,
@@ -228,7 +227,6 @@ impl Recorder {
             file: sync_handle,
             written: 0,
             pending: [VecDeque::new(), VecDeque::new()],
-            scratch: Vec::new(),
             max_lead: samples(cfg.max_lead),
             flush_interval: cfg.flush_interval,
             sync_on_finish: cfg.sync_on_finish,
@@ -327,16 +325,16 @@ impl Recorder {
         self.stats.truncated += ((n - w) * 2) as u64;
         if w > 0 {
             let (ls, rs) = (&l.make_contiguous()[..nl], &r.make_contiguous()[..nr]);
-            self.scratch.clear();
-            self.scratch.reserve(2 * w);
-            for i in 0..w {
-                self.scratch.push(ls.get(i).copied().unwrap_or(0));
-                self.scratch.push(rs.get(i).copied().unwrap_or(0));
-            }
             // w ≤ CHUNK + max_lead frames, far below u32.
             let mut sw = self.writer.get_i16_writer((2 * w) as u32);
-            for &s in &self.scratch {
-                sw.write_sample(s);
+            let both = nl.min(nr).min(w);
+            for (&a, &b) in ls[..both].iter().zip(&rs[..both]) {
+                sw.write_sample(a);
+                sw.write_sample(b);
+            }
+            for i in both..w {
+                sw.write_sample(ls.get(i).copied().unwrap_or(0));
+                sw.write_sample(rs.get(i).copied().unwrap_or(0));
             }
             sw.flush().map_err(|e| RecordError::wav(&self.path, e))?;
             self.stats.frames += w as u64;
@@ -696,7 +694,9 @@ fn run_writer(rx: mpsc::Receiver<Cmd>, shared: &Shared, cfg: &RecorderConfig) {
             last_sweep = now;
             for slot in recs.values_mut() {
                 if let Slot::Open(r) = slot {
-                    if let Err(e) = r.flush_if_due(now) {
+                    // Flush now what would be overdue by the next sweep: at most
+                    // `flush_interval` between two flushes of a recording.
+                    if let Err(e) = r.flush_if_due(now + tick) {
                         fail(slot, e, shared);
                     }
                 }
