@@ -11,6 +11,7 @@ pub mod api;
 pub mod call;
 pub mod config;
 pub mod media;
+pub mod rtp;
 pub mod sdp;
 pub mod serve;
 pub mod sip;
