@@ -1022,9 +1022,13 @@ pub fn repair(path: &Path) -> io::Result<RepairOutcome> {
         return Ok(RepairOutcome::Intact);
     }
     drop(f);
-    let avail = len.saturating_sub(l.data_start);
     // The RIFF size (data + header after the RIFF size field) must fit in 32 bits.
-    let limit = u32::MAX as u64 - (l.data_start - 8);
+    let Some(limit) = (u32::MAX as u64).checked_sub(l.data_start - 8) else {
+        return Ok(RepairOutcome::Unrecoverable {
+            reason: "data chunk starts beyond 4 GiB".into(),
+        });
+    };
+    let avail = len.saturating_sub(l.data_start);
     let data = avail.min(limit) / l.block_align * l.block_align;
     let new_len = l.data_start + data;
     let mut f = OpenOptions::new().write(true).open(path)?;
@@ -1525,6 +1529,18 @@ mod tests {
         // The handle outlived the writer: its finish says so.
         let e = kept.finish().blocking_recv().unwrap().unwrap_err();
         assert!(matches!(e, RecordError::WriterGone { .. }), "{e}");
+    }
+
+    #[test]
+    fn thread_safety_of_the_types() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync>() {}
+        send::<Recorder>();
+        send::<RecordingHandle>();
+        send_sync::<RecorderPool>();
+        send_sync::<RecordError>();
+        send::<crate::media::Player>();
+        send_sync::<crate::media::PromptCache>();
     }
 
     #[test]
