@@ -173,6 +173,9 @@ pub struct JitterBuffer<P> {
     /// Extended timestamp of the next slot to play.
     cursor: i64,
     last_played_seq: Option<i64>,
+    /// Extended sequence numbers at or below this belong to the numbering before the
+    /// last rebase (new SSRC, restart).
+    floor: Option<i64>,
     /// Current playout delay and target, in timestamp units (whole frames).
     delay: i64,
     target: i64,
@@ -208,6 +211,7 @@ impl<P> JitterBuffer<P> {
             phase: Phase::Idle,
             cursor: 0,
             last_played_seq: None,
+            floor: None,
             delay: 0,
             target: 0,
             epoch: None,
@@ -285,6 +289,7 @@ impl<P> JitterBuffer<P> {
         self.entries.clear();
         self.phase = Phase::Idle;
         self.last_played_seq = None;
+        self.floor = None;
         self.last_transit = None;
         self.min_slack = None;
         self.slack_since = None;
@@ -392,6 +397,7 @@ impl<P> JitterBuffer<P> {
         let ext_seq = after.map_or(i64::from(seq), |a| a + 1);
         let ext_ts = i64::from(ts);
         let arrival = self.arrival_ts(now);
+        self.floor = after;
         self.bad_seq = None;
         self.newest = Some(Newest {
             seq16: seq,
@@ -419,6 +425,12 @@ impl<P> JitterBuffer<P> {
         if back < WINDOW && self.window & (1 << back) != 0 {
             self.stats.duplicate += 1;
             return Push::Duplicate;
+        }
+        if self.floor.is_some_and(|f| ext_seq <= f) {
+            // a packet of the new numbering from before its first arrival: it would land
+            // among the old stream's packets, so it is too late to place
+            self.stats.late += 1;
+            return Push::Late;
         }
         if back >= WINDOW || self.last_played_seq.is_some_and(|p| ext_seq <= p) {
             self.late(ext_ts);
@@ -514,16 +526,21 @@ impl<P> JitterBuffer<P> {
                 }
             }
         }
-        self.entries.insert(
-            ext_seq,
-            Entry {
-                ts,
-                arrival: now,
-                sync,
-                payload,
-            },
-        );
-        Push::Buffered
+        match self.entries.entry(ext_seq) {
+            std::collections::btree_map::Entry::Occupied(_) => {
+                self.stats.duplicate += 1;
+                Push::Duplicate
+            }
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(Entry {
+                    ts,
+                    arrival: now,
+                    sync,
+                    payload,
+                });
+                Push::Buffered
+            }
+        }
     }
 
     /// Called once per frame tick. `None`: nothing to play (not started, waiting out the

@@ -431,6 +431,33 @@ fn delay_spike_in_continuous_stream_stretches_instead_of_losing() {
 }
 
 #[test]
+fn reordered_packet_of_a_new_ssrc_does_not_overwrite_old_frames() {
+    let mut s = Sim::new();
+    let mut a = stream(0, 0, 10, |_| 0);
+    // new SSRC at 100 ms while old frames are buffered; its seq 4 arrives after seq 5,
+    // and would extend to a number among the old stream's
+    a.push(Arrival {
+        at_ms: 100,
+        ssrc: 7,
+        ..pkt(0, 5, 50_000)
+    });
+    a.push(Arrival {
+        at_ms: 101,
+        ssrc: 7,
+        ..pkt(0, 4, 50_000 - FRAME)
+    });
+    a.push(Arrival {
+        at_ms: 120,
+        ssrc: 7,
+        ..pkt(0, 6, 50_000 + FRAME)
+    });
+    let out = s.run(a, 800);
+    let f = frames(&out);
+    assert_eq!(&f[..], &[0, 1, 2, 3, 4, 5, 5, 6][..], "{f:?}");
+    assert_eq!(s.jb.stats().late, 1);
+}
+
+#[test]
 fn sender_stops_then_resumes() {
     let mut s = Sim::new();
     let mut a = stream(0, 0, 10, |_| 0);
