@@ -25,9 +25,10 @@
 //!    tell from a replay).
 //! 4. A new SDP from the peer (`set_remote` with a different address) unlatches.
 //!
-//! RTCP is accepted from the latched IP (or, before latching, under the rule for the
-//! first RTP packet); on the separate RTCP port its source address is latched for
-//! sending RTCP back.
+//! RTCP is accepted from the latched address (or, before latching, under the rule for
+//! the first RTP packet); on the separate RTCP port, from the latched IP, and its source
+//! address is latched for sending RTCP back. RTCP arriving on the RTP port is accepted
+//! even without `a=rtcp-mux`: the RFC 5761 packet-type rule tells them apart safely.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
