@@ -50,7 +50,7 @@ fn uac_load(sipp: Sipp, transport: &str) -> SippRun {
     let run = sipp
         .quiet()
         .args(&["-r", "50", "-m", &LOAD_CALLS.to_string(), "-l", "200"])
-        .run(gw.udp);
+        .run(if transport == "tcp" { gw.tcp } else { gw.udp });
     run.assert_ok(LOAD_CALLS, &gw);
     let calls = gw.stop_and_calls();
     assert_all_answered_and_hung_up_by_caller(&calls, LOAD_CALLS as usize, transport);
