@@ -407,11 +407,28 @@ fn parse_media_line(value: &str, line_no: usize) -> Result<MediaDescription, Sdp
     })
 }
 
+/// A known attribute with a value we cannot read (RFC 4475's `a=rtpmap:31
+/// LPC`, a typo in a video line) is kept as `Other` rather than failing the
+/// whole offer: it only matters if it names the codec we would pick, and
+/// then negotiation finds no usable rtpmap and moves on.
 fn parse_attribute(value: &str, line_no: usize) -> Result<Attribute, SdpError> {
     let (name, val) = match value.split_once(':') {
         Some((n, v)) => (n, Some(v)),
         None => (value, None),
     };
+    Ok(
+        parse_known_attribute(name, val, line_no).unwrap_or_else(|_| Attribute::Other {
+            name: name.to_string(),
+            value: val.map(str::to_string),
+        }),
+    )
+}
+
+fn parse_known_attribute(
+    name: &str,
+    val: Option<&str>,
+    line_no: usize,
+) -> Result<Attribute, SdpError> {
     let need = || val.ok_or_else(|| bad(line_no, format!("a={name} needs a value")));
     Ok(match name {
         "rtpmap" => {
@@ -1178,9 +1195,6 @@ mod tests {
             ("c=IN IP4 nothost", "c=IN IP4 192.0.2.10", 4),
             ("c=IN IP6 192.0.2.10", "c=IN IP4 192.0.2.10", 4),
             ("o=short", "o=asterisk 1234 5678 IN IP4 192.0.2.10", 2),
-            ("a=rtpmap:300 PCMU/8000", "a=rtpmap:0 PCMU/8000", 7),
-            ("a=rtpmap:0 PCMU", "a=rtpmap:0 PCMU/8000", 7),
-            ("a=ptime:abc", "a=ptime:20", 13),
             ("garbage", "t=0 0", 5),
         ];
         for (bad_line, good_line, line) in cases {
@@ -1188,6 +1202,26 @@ mod tests {
             let err = SessionDescription::parse(&sdp).unwrap_err();
             assert_eq!(line_of(err.clone()), Some(line), "{bad_line}: {err}");
             assert!(err.to_string().contains(&format!("line {line}")));
+        }
+    }
+
+    #[test]
+    fn unreadable_attribute_values_are_kept_not_fatal() {
+        // RFC 4475 esc01/longreq/baddate carry `a=rtpmap:31 LPC` (no clock).
+        for (bad_line, good_line) in [
+            ("a=rtpmap:300 PCMU/8000", "a=rtpmap:0 PCMU/8000"),
+            ("a=rtpmap:0 PCMU", "a=rtpmap:0 PCMU/8000"),
+            ("a=ptime:abc", "a=ptime:20"),
+        ] {
+            let sdp = pbx_offer().replace(good_line, bad_line);
+            let parsed =
+                SessionDescription::parse(&sdp).unwrap_or_else(|e| panic!("{bad_line}: {e}"));
+            let kept = parsed.media[0].attributes.iter().any(|a| {
+                matches!(a, Attribute::Other { name, .. } if bad_line.starts_with(&format!("a={name}")))
+            });
+            assert!(kept, "{bad_line}");
+            let local = LocalMedia::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 4000, 1, 1);
+            assert!(negotiate(&parsed, &local).is_ok(), "{bad_line}");
         }
     }
 

@@ -14,7 +14,8 @@ use crate::sdp::{self, Answer, LocalMedia, SessionDescription};
 use super::auth::{Algorithm, Verdict, Verifier};
 use super::dialog::{Dialog, DialogId};
 use super::message::{
-    request_check, unsupported_requires, Headers, Message, Method, Request, Response, SIP_VERSION,
+    accepts_body_type, request_check, unsupported_requires, Headers, Message, Method, Request,
+    Response, SIP_VERSION,
 };
 use super::multipart;
 use super::parse::{parse_for_reply, split_list, ParseError};
@@ -275,6 +276,7 @@ fn status_reason(code: u16) -> &'static str {
         401 => "Unauthorized",
         403 => "Forbidden",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
         408 => "Request Timeout",
         415 => "Unsupported Media Type",
         416 => "Unsupported URI Scheme",
@@ -520,7 +522,13 @@ impl Endpoint {
                     .and_then(|h| h.get("CSeq"))
                     .is_some_and(|c| c.to_ascii_uppercase().contains("ACK"));
                 match f.headers {
-                    Some(h) if f.is_request && !is_ack && super::can_reply(&h) => {
+                    // Via alone is enough to route a 400 back (RFC 4475 3.3.1
+                    // insuf has no Call-ID, From or To and still deserves one).
+                    Some(h)
+                        if f.is_request
+                            && !is_ack
+                            && (super::can_reply(&h) || h.via().is_ok_and(|v| !v.is_empty())) =>
+                    {
                         let (code, reason) = error_status(&f.error);
                         self.stats.rx_malformed_answered += 1;
                         let resp = self.reply_from_headers(&h, flow, code, &reason, None);
@@ -805,6 +813,14 @@ impl Endpoint {
         );
         self.server_keys.insert(key.clone(), serial);
 
+        if !self.admitted(flow.remote.ip()) {
+            // Only listed trunks may talk to us at all; scanners get a 403
+            // (absorbing their retransmissions) and leave no call record.
+            self.stats.rejected_forbidden += 1;
+            let r = self.reply(&req, flow, 403, None);
+            self.respond(serial, r, now);
+            return;
+        }
         if req.method == Method::Cancel {
             self.on_cancel(serial, &key, &req, flow, now);
             return;
@@ -919,12 +935,6 @@ impl Endpoint {
         let trying = self.reply(&req, flow, 100, None);
         self.respond(serial, trying, now);
 
-        if !self.admitted(flow.remote.ip()) {
-            self.stats.rejected_forbidden += 1;
-            let r = self.reply(&req, flow, 403, None);
-            self.respond(serial, r, now);
-            return;
-        }
         if let (Some(v), Some(auth)) = (&self.verifier, &self.cfg.auth) {
             let now_ms = self.now_ms(now);
             let creds: Vec<&str> = req
@@ -1006,6 +1016,12 @@ impl Endpoint {
                 503,
                 vec![("Retry-After", self.cfg.retry_after_s.to_string())],
             );
+            return;
+        }
+        if !accepts_body_type(&req, "application/sdp") {
+            // Our answer (or late-offer offer) is SDP; a UAC that cannot take
+            // it gets 406 (RFC 3261 21.4.7, RFC 4475 sdp01).
+            reject(self, 406, vec![("Accept", "application/sdp".into())]);
             return;
         }
         let offer = match sdp_of(&req) {
@@ -1411,8 +1427,10 @@ impl Endpoint {
             match answer {
                 Some(answer) => self.emit(Event::Media { id, answer }),
                 None => {
-                    tracing::info!(call = %id, "ACK without a usable SDP answer to our offer");
-                    self.hangup_serial(cs, EndReason::Rejected(488), now);
+                    // The call was answered (200), so this is our hang-up, not
+                    // a rejection; the log says why.
+                    tracing::info!(call = %id, "ACK without a usable SDP answer to our offer; hanging up");
+                    self.hangup_serial(cs, EndReason::GatewayBye, now);
                     return;
                 }
             }
@@ -1949,8 +1967,14 @@ impl Endpoint {
 
     /// Ends an answered call from our side with BYE.
     pub fn hangup(&mut self, id: &str, now: Instant) {
+        self.end_call_with(id, EndReason::GatewayBye, now);
+    }
+
+    /// Ends a call from our side (BYE if answered, a final response if
+    /// not), recording `reason` (e.g. `RtpTimeout` from the media plane).
+    pub fn end_call_with(&mut self, id: &str, reason: EndReason, now: Instant) {
         if let Some(cs) = self.call_by_id(id) {
-            self.hangup_serial(cs, EndReason::GatewayBye, now);
+            self.hangup_serial(cs, reason, now);
         }
     }
 

@@ -347,7 +347,14 @@ fn allow_list_rejects_other_sources_with_403() {
     };
     let mut h = Harness::new(cfg);
     h.recv(&invite("c7", "a7", "", SDP_OFFER));
-    assert_eq!(h.statuses(), vec![100, 403]);
+    assert_eq!(h.statuses(), vec![403]);
+    let options = invite("c7b", "a7b", "", "").replace("INVITE", "OPTIONS");
+    h.recv(&options);
+    assert_eq!(
+        h.statuses(),
+        vec![403],
+        "the allow-list covers every method"
+    );
     assert!(h.events.is_empty(), "scanners leave no call records");
     h.flow.remote = "10.1.2.3:5062".parse().unwrap_or_else(|e| panic!("{e}"));
     h.recv(&invite("c8", "a8", "", SDP_OFFER));
@@ -404,6 +411,20 @@ uri=\"sip:12345@198.51.100.1\", response=\"{}\", algorithm={}, qop=auth, nc=0000
         h.recv(&invite("c10", "b10", &wrong, SDP_OFFER));
         assert_eq!(h.statuses(), vec![100, 403]);
     }
+}
+
+#[test]
+fn invite_that_cannot_accept_sdp_gets_406() {
+    let mut h = Harness::new(EndpointConfig::default());
+    h.recv(&invite(
+        "c28",
+        "a28",
+        "Accept: text/nonsense\r\n",
+        SDP_OFFER,
+    ));
+    let sent = h.take();
+    assert!(sent[1].starts_with("SIP/2.0 406"), "{sent:?}");
+    assert_eq!(h.ended(), vec![EndReason::Rejected(406)]);
 }
 
 #[test]
@@ -488,7 +509,7 @@ fn late_offer_takes_the_answer_from_the_ack() {
     let tag = to_tag(&h.take()[1]);
     h.recv(&ack("c14", &tag, 1, ""));
     assert!(h.take().iter().any(|s| s.starts_with("BYE ")));
-    assert_eq!(h.ended(), vec![EndReason::Rejected(488)]);
+    assert_eq!(h.ended(), vec![EndReason::GatewayBye]);
 }
 
 #[test]
@@ -589,7 +610,10 @@ fn malformed_input_is_answered_400_or_505_when_possible_and_dropped_otherwise() 
     h.recv("INVITE sip:x SIP/2.0\r\nTo: <sip:x>\r\n\r\n");
     assert!(h.take().is_empty());
     assert_eq!(h.stats().rx_malformed_dropped, 2);
-    assert_eq!(h.stats().rx_malformed_answered, 2);
+    // RFC 4475 insuf: no Call-ID, From or To, but a Via to answer along.
+    h.recv("OPTIONS sip:x@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9:5062;branch=z9hG4bKinsuf\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(h.statuses(), vec![400]);
+    assert_eq!(h.stats().rx_malformed_answered, 3);
 }
 
 #[test]
