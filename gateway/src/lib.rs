@@ -3,12 +3,13 @@
 //! So far: the SIP message layer (`sip`: parser, typed headers, serializer) and SDP offer/
 //! answer for G.711 + telephone-event (`sdp`). Transactions,
 //! dialogs, transports and the media plane follow with the SIP and media issues.
-//! The G.711 codec lives in
-//! `hotline_asr::g711` (the recognizer's telephone simulation needs it too) and is
-//! re-exported here as the gateway's codec.
+//! The G.711 companding lives in
+//! `hotline_asr::g711` (the recognizer's telephone simulation needs it too); `codec` builds
+//! the gateway's codec seam on it.
 
 pub mod api;
 pub mod call;
+pub mod codec;
 pub mod config;
 pub mod media;
 pub mod rtp;
@@ -17,7 +18,3 @@ pub mod serve;
 pub mod sip;
 pub mod store;
 pub mod transport;
-
-pub mod codec {
-    pub use hotline_asr::g711;
-}
