@@ -5,12 +5,14 @@
 //! dialogs, transports and the media plane follow with the SIP and media issues.
 //! The G.711 companding lives in
 //! `hotline_asr::g711` (the recognizer's telephone simulation needs it too); `codec` builds
-//! the gateway's codec seam on it.
+//! the gateway's codec seam on it, and `dtmf` turns RFC 4733 events, SIP INFO and in-band
+//! tones into one `Digit` per key press.
 
 pub mod api;
 pub mod call;
 pub mod codec;
 pub mod config;
+pub mod dtmf;
 pub mod media;
 pub mod rtp;
 pub mod sdp;
