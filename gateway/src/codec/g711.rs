@@ -8,8 +8,10 @@
 //! - encode: a 64 KiB table per law indexed by the 16-bit sample, built once (on first
 //!   use) from the reference encoders, so it is bit-exact with them by construction. It
 //!   replaces the segment search (µ-law: a leading-zero count; A-law: a linear scan of
-//!   eight segment ends) with one load; `benches/codec.rs` measures both and
-//!   docs/PERFORMANCE.md carries the numbers that justify the table.
+//!   eight segment ends) with one load. `benches/codec.rs` measures both: per 160-sample
+//!   frame on the project's 2-core machine, µ-law 284 → 67 ns and A-law 191 → 63 ns; the
+//!   table decode is 60–70 ns. The tables cost 128 KiB, built on first use (or
+//!   [`warm_up`]).
 //!
 //! Every function here is total: any sample or code word is valid input.
 
