@@ -65,6 +65,7 @@ pub struct Config {
     /// taken from the working directory of the process, like any other path argument.
     pub data_dir: PathBuf,
     pub sip: SipConfig,
+    pub media: MediaConfig,
     pub http: HttpConfig,
 }
 
@@ -73,7 +74,43 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./data"),
             sip: SipConfig::default(),
+            media: MediaConfig::default(),
             http: HttpConfig::default(),
+        }
+    }
+}
+
+/// The media plane: RTP ports, liveness, recording, prompts, DTMF.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// RTP port range (even ports; RTCP on the odd port above). Each call takes a pair.
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+    /// End a call with `rtp-timeout` after this many seconds without RTP (not while on
+    /// hold); 0 = never.
+    pub rtp_timeout_s: u64,
+    /// Record every answered call (stereo WAV under `<data_dir>/recordings/`).
+    pub record: bool,
+    /// Played to the caller on answer until the IVR takes over; empty = silence. A
+    /// relative path is taken from the working directory.
+    pub greeting: PathBuf,
+    /// Detect DTMF tones in the caller's audio (for trunks that do not send RFC 4733).
+    pub inband_dtmf: bool,
+    /// Accept RTP only from the IP address in the caller's SDP.
+    pub strict_source: bool,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            rtp_port_min: 20000,
+            rtp_port_max: 29999,
+            rtp_timeout_s: 30,
+            record: true,
+            greeting: PathBuf::from("ivr-scripts/prompts/welcome.wav"),
+            inband_dtmf: true,
+            strict_source: false,
         }
     }
 }
@@ -364,6 +401,16 @@ impl Config {
         }
         if sip.max_calls == 0 {
             return Err(invalid(&["sip.max_calls"], "must be at least 1"));
+        }
+        let m = &self.media;
+        if m.rtp_port_min < 1024 || m.rtp_port_max < m.rtp_port_min.saturating_add(3) {
+            return Err(invalid(
+                &["media.rtp_port_min", "media.rtp_port_max"],
+                format!(
+                    "media.rtp_port_min..rtp_port_max ({}..{}) must be above 1023 and hold at least two ports",
+                    m.rtp_port_min, m.rtp_port_max
+                ),
+            ));
         }
         if sip.t1_ms == 0 {
             return Err(invalid(&["sip.t1_ms"], "must be at least 1"));

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod call;
+pub mod call_media;
 pub mod codec;
 pub mod config;
 pub mod dtmf;

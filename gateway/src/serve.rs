@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 
 use crate::call::{CallEvent, EndReason};
+use crate::call_media::MediaPlane;
 use crate::config::{Config, DigestAlgorithm};
 use crate::sdp::LocalMedia;
 use crate::sip::auth::Algorithm;
@@ -73,26 +74,6 @@ pub struct Snapshot {
     pub active_calls: usize,
     pub transactions: usize,
     pub draining: bool,
-}
-
-/// Media ports until the media plane binds real sockets: even ports from
-/// a range, in rotation, so SDP answers carry a plausible RTP address.
-struct PortRotation {
-    next: u16,
-    lo: u16,
-    hi: u16,
-}
-
-impl PortRotation {
-    fn take(&mut self) -> u16 {
-        let p = self.next;
-        self.next = if self.next + 2 >= self.hi {
-            self.lo
-        } else {
-            self.next + 2
-        };
-        p
-    }
 }
 
 fn os_seed() -> [u8; 32] {
@@ -171,11 +152,7 @@ pub async fn run(
 
     let start = Instant::now();
     let mut ep = Endpoint::new(endpoint_config(&cfg), start, SystemTime::now(), os_seed());
-    let mut ports = PortRotation {
-        next: 20000,
-        lo: 20000,
-        hi: 30000,
-    };
+    let (mut media, mut notes) = MediaPlane::new(&cfg, event_tx.clone());
     let session_base = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -212,6 +189,14 @@ pub async fn run(
             _ = sleep_until(wake) => {
                 ep.handle_timeout(Instant::now());
             }
+            // Keeps /metrics and /healthz current when no SIP traffic moves.
+            _ = tokio::time::sleep_until((last_snapshot + Duration::from_millis(500)).into()) => {}
+            note = notes.recv() => {
+                if let Some(id) = note.and_then(|n| media.on_note(n)) {
+                    tracing::info!(call = %id, "no RTP: hanging up");
+                    ep.end_call_with(&id, EndReason::RtpTimeout, Instant::now());
+                }
+            }
             _ = sleep_until(drain_until) => {}
         }
         let now = Instant::now();
@@ -225,6 +210,11 @@ pub async fn run(
             };
             match ev {
                 Event::Call(ev) => {
+                    match &ev {
+                        CallEvent::Answered { id, .. } => media.answered(id),
+                        CallEvent::Ended { id, .. } => media.ended(id),
+                        _ => {}
+                    }
                     // Back-pressure, never loss: if the store falls behind,
                     // SIP waits (and the PBX retransmits) rather than calls
                     // going unrecorded.
@@ -232,17 +222,37 @@ pub async fn run(
                         tracing::error!("call store writer is gone");
                     }
                 }
-                Event::Incoming { id, local_ip, .. } => {
-                    session_serial += 1;
-                    let media =
-                        LocalMedia::new(local_ip, ports.take(), session_base + session_serial, 1);
-                    ep.accept(&id, media, now);
-                }
+                Event::Incoming { id, local_ip, .. } => match media.incoming(&id, local_ip) {
+                    Some(port) => {
+                        session_serial += 1;
+                        let local =
+                            LocalMedia::new(local_ip, port, session_base + session_serial, 1);
+                        ep.accept(&id, local, now);
+                    }
+                    None => {
+                        tracing::warn!(call = %id, "no free RTP port: rejecting");
+                        ep.reject(&id, 503, now);
+                    }
+                },
                 Event::Media { id, answer } => {
-                    tracing::debug!(call = %id, codec = ?answer.codec.name, hold = answer.hold, remote = ?answer.remote_rtp, "media");
+                    let codec = answer.codec.name.encoding_name().to_string();
+                    let remote_rtp = answer.remote_rtp;
+                    media.negotiated(&id, answer);
+                    let ev = CallEvent::Media {
+                        id,
+                        codec,
+                        remote_rtp,
+                    };
+                    if event_tx.send(ev).await.is_err() {
+                        tracing::error!("call store writer is gone");
+                    }
                 }
-                Event::Dtmf { id, digit, .. } => {
-                    tracing::info!(call = %id, %digit, "dtmf (SIP INFO)");
+                Event::Dtmf {
+                    id,
+                    digit,
+                    duration_ms,
+                } => {
+                    media.info_digit(&id, digit, duration_ms);
                 }
             }
         }
@@ -261,7 +271,8 @@ pub async fn run(
             }
         }
     }
-    tracing::info!(stats = ?ep.stats(), "endpoint stopped; flushing call store");
+    tracing::info!(stats = ?ep.stats(), "endpoint stopped; finishing media and the call store");
+    media.shutdown(&mut notes, Duration::from_secs(2)).await;
     drop(event_tx);
     match tokio::task::spawn_blocking(move || writer.join()).await {
         Ok(Ok(Ok(()))) => Ok(()),

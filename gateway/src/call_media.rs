@@ -1,0 +1,725 @@
+//! One call's media: a tokio task that owns the call's RTP/RTCP sockets and
+//! drives the sans-IO cores (RTP session, jitter buffer, DTMF receivers,
+//! prompt player, recorder handle) on a 20 ms tick. It only moves bytes and
+//! time; every decision is in those cores.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::call::{CallEvent, CallId, RtpStats};
+use crate::codec::Codec;
+use crate::dtmf::inband::{InbandConfig, InbandDetector};
+use crate::dtmf::rfc4733::{ReceiverConfig, Rfc4733Receiver};
+use crate::dtmf::{Digit, DigitDeduper, DigitEvent, DigitSource};
+use crate::media::player::{PlayOptions, Player, PlayerConfig};
+use crate::media::prompt_cache::Pcm;
+use crate::media::recorder::{Channel, RecordingHandle};
+use crate::rtp::jitter::{Concealer, JitterBuffer, JitterConfig, Playout};
+use crate::rtp::packet::{self, RtpHeader};
+use crate::rtp::rtcp::{self, ReceptionStats, SenderStats};
+use crate::rtp::session::{Accepted, RtpSession, SessionConfig, Verdict};
+use crate::sdp::{Answer, G711};
+
+/// Even RTP ports (RTCP on +1) handed out in rotation.
+pub struct PortPool {
+    lo: u16,
+    hi: u16,
+    next: u16,
+    in_use: HashSet<u16>,
+}
+
+/// A call's bound media sockets, before and during the call.
+pub struct MediaSockets {
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+    pub port: u16,
+}
+
+impl PortPool {
+    /// `lo..=hi`, rounded inward to even RTP ports whose RTCP port fits.
+    pub fn new(lo: u16, hi: u16) -> Self {
+        let lo = lo.saturating_add(lo % 2);
+        PortPool {
+            lo,
+            hi,
+            next: lo,
+            in_use: HashSet::new(),
+        }
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.in_use.len()
+    }
+
+    /// Binds the next free pair on `ip`; ports taken by other processes are
+    /// skipped. `None` when the whole range is busy.
+    pub fn allocate(&mut self, ip: IpAddr) -> Option<MediaSockets> {
+        let span = u32::from(self.hi.saturating_sub(self.lo)) / 2 + 1;
+        for _ in 0..span {
+            let port = self.next;
+            self.next = if u32::from(port) + 3 > u32::from(self.hi) {
+                self.lo
+            } else {
+                port + 2
+            };
+            if self.in_use.contains(&port) || port.checked_add(1).is_none() {
+                continue;
+            }
+            let (Some(rtp), Some(rtcp)) = (bind(ip, port), bind(ip, port + 1)) else {
+                continue;
+            };
+            self.in_use.insert(port);
+            return Some(MediaSockets { rtp, rtcp, port });
+        }
+        None
+    }
+
+    pub fn release(&mut self, port: u16) {
+        self.in_use.remove(&port);
+    }
+}
+
+fn bind(ip: IpAddr, port: u16) -> Option<UdpSocket> {
+    let s = std::net::UdpSocket::bind(SocketAddr::new(ip, port)).ok()?;
+    s.set_nonblocking(true).ok()?;
+    UdpSocket::from_std(s).ok()
+}
+
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Hang up after this long without RTP (not while on hold). Zero = never.
+    pub rtp_timeout: Duration,
+    pub inband_dtmf: bool,
+    pub strict_source: bool,
+    pub jitter: JitterConfig,
+    /// How often RTCP reports go out (RFC 3550 suggests 5 s).
+    pub rtcp_interval: Duration,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            rtp_timeout: Duration::from_secs(30),
+            inband_dtmf: true,
+            strict_source: false,
+            jitter: JitterConfig::default(),
+            rtcp_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Commands from the signalling side to a call's media task.
+#[derive(Debug)]
+pub enum MediaCmd {
+    /// Renegotiated media (re-INVITE, UPDATE, late-offer ACK).
+    Update(Box<Answer>),
+    Play {
+        pcm: Pcm,
+        barge_in: bool,
+    },
+    /// A key press that came by SIP INFO.
+    InfoDigit {
+        key: char,
+        duration_ms: Option<u32>,
+    },
+    /// The call is over: finish up and report.
+    Stop,
+}
+
+/// What a media task tells the signalling side.
+#[derive(Debug)]
+pub enum MediaNote {
+    /// No RTP for `rtp_timeout`: end the call with `rtp-timeout`.
+    RtpTimeout { id: CallId },
+    /// The task is done; its ports may be reused.
+    Finished { id: CallId, port: u16 },
+}
+
+fn codec_of(a: &Answer) -> Codec {
+    match a.codec.name {
+        G711::Pcmu => Codec::Pcmu,
+        G711::Pcma => Codec::Pcma,
+    }
+}
+
+pub struct MediaTask {
+    pub id: CallId,
+    pub sockets: MediaSockets,
+    pub answer: Option<Answer>,
+    pub cfg: MediaConfig,
+    pub bus: mpsc::Sender<CallEvent>,
+    pub notes: mpsc::Sender<MediaNote>,
+    pub cmds: mpsc::Receiver<MediaCmd>,
+    pub recording: Option<RecordingHandle>,
+    pub greeting: Option<Pcm>,
+    pub seed: u64,
+}
+
+const FRAME: Duration = Duration::from_millis(20);
+const SAMPLES: usize = 160;
+
+struct State {
+    id: CallId,
+    start: Instant,
+    codec: Codec,
+    te_pt: Option<u8>,
+    hold: bool,
+    session: RtpSession,
+    jitter: JitterBuffer<Vec<u8>>,
+    concealer: Concealer,
+    reception: Option<ReceptionStats>,
+    sender: SenderStats,
+    rfc4733: Rfc4733Receiver,
+    inband: Option<InbandDetector>,
+    dedupe: DigitDeduper,
+    /// Presses started but not ended: key -> offset of the start.
+    open_presses: Vec<(char, DigitSource, u64)>,
+    player: Player,
+    recording: Option<RecordingHandle>,
+    /// Caller audio position, in samples from `start` (one frame per tick).
+    caller_pos: u64,
+    last_rtp: Instant,
+    rtp_stats: RtpStats,
+    pcm: Vec<i16>,
+    out: Vec<u8>,
+    payload: Vec<u8>,
+    events: Vec<CallEvent>,
+}
+
+impl State {
+    fn at_ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.start).as_millis() as u64
+    }
+
+    fn apply(&mut self, a: &Answer, strict: bool) {
+        self.codec = codec_of(a);
+        self.te_pt = a.telephone_event_pt;
+        self.hold = a.hold;
+        self.player.set_hold(a.hold);
+        self.session.set_remote(SessionConfig {
+            remote_rtp: a.remote_rtp,
+            remote_rtcp: a
+                .remote_rtp
+                .map(|r| SocketAddr::new(r.ip(), r.port().saturating_add(1))),
+            strict_source: strict,
+            ..SessionConfig::default()
+        });
+    }
+
+    /// One press seen by any path. Starts barge in; ends go to the record.
+    fn digit(&mut self, ev: DigitEvent, source: DigitSource, now: Instant) {
+        let at = self.at_ms(now);
+        if !ev.ended {
+            let d = Digit::from_event(&ev, source, at, 8000);
+            if !self.dedupe.admit(&d) {
+                return;
+            }
+            self.player.barge_in();
+            self.open_presses.push((ev.digit, source, at));
+            return;
+        }
+        let Some(i) = self
+            .open_presses
+            .iter()
+            .position(|(k, s, _)| *k == ev.digit && *s == source)
+        else {
+            return; // its start was a duplicate of another path's press
+        };
+        let (key, source, start) = self.open_presses.remove(i);
+        self.events.push(CallEvent::Digit {
+            id: self.id.clone(),
+            key,
+            at_ms: start,
+            source: source.as_str(),
+            duration_ms: Some(ev.duration_ms(8000)),
+        });
+    }
+
+    fn on_rtp(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
+        let packet = match self.session.on_packet(from, bytes, now) {
+            Verdict::Accepted(Accepted::Rtp { packet, .. }) => packet,
+            Verdict::Accepted(Accepted::Rtcp(_)) => return,
+            Verdict::Dropped(_) => {
+                self.rtp_stats.rejected += 1;
+                return;
+            }
+        };
+        self.last_rtp = now;
+        self.rtp_stats.rx_packets += 1;
+        let h = &packet.header;
+        let arrival = self.player.timestamp_at(now);
+        let rs = self
+            .reception
+            .get_or_insert_with(|| ReceptionStats::new(h.ssrc));
+        if rs.ssrc() != h.ssrc {
+            *rs = ReceptionStats::new(h.ssrc);
+        }
+        rs.on_packet(h.sequence, h.timestamp, arrival);
+        if Some(h.payload_type) == self.te_pt {
+            for ev in self
+                .rfc4733
+                .on_packet(h.timestamp, h.marker, packet.payload, now)
+            {
+                self.digit(ev, DigitSource::Rfc4733, now);
+            }
+            return;
+        }
+        if h.payload_type != self.codec.static_pt() {
+            return; // comfort noise or a codec we did not negotiate
+        }
+        let _ = self.jitter.push(
+            h.ssrc,
+            h.sequence,
+            h.timestamp,
+            h.marker,
+            packet.payload.to_vec(),
+            now,
+        );
+    }
+
+    /// One 20 ms playout step of the caller's audio.
+    fn tick(&mut self, now: Instant) {
+        self.pcm.clear();
+        match self.jitter.pop(now) {
+            Some(Playout::Frame { payload, .. }) => {
+                self.codec.decode(&payload, &mut self.pcm);
+                self.pcm.resize(SAMPLES, 0);
+                self.concealer.good(&self.pcm);
+                if let Some(det) = &mut self.inband {
+                    for ev in det.push(&self.pcm) {
+                        self.digit(ev, DigitSource::Inband, now);
+                    }
+                }
+            }
+            Some(Playout::Lost { .. }) => {
+                self.pcm.resize(SAMPLES, 0);
+                self.concealer.conceal(&mut self.pcm);
+            }
+            None => self.pcm.resize(SAMPLES, 0),
+        }
+        if let Some(r) = &mut self.recording {
+            r.push(Channel::Left, self.caller_pos, &self.pcm);
+        }
+        self.caller_pos += SAMPLES as u64;
+        if let Some(t) = self.rfc4733.poll_timeout().filter(|t| *t <= now) {
+            if let Some(ev) = self.rfc4733.on_timeout(t) {
+                self.digit(ev, DigitSource::Rfc4733, now);
+            }
+        }
+    }
+
+    fn rtcp_report(&mut self, now: Instant) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        let ssrc = self.player.ssrc();
+        let blocks: Vec<_> = self
+            .reception
+            .as_mut()
+            .map(|r| r.report_block(now))
+            .into_iter()
+            .collect();
+        if self.sender.packets > 0 {
+            let sr = rtcp::SenderReport {
+                ssrc,
+                info: self
+                    .sender
+                    .sender_info(SystemTime::now(), self.player.timestamp_at(now)),
+                blocks,
+            };
+            rtcp::write_sr(&sr, &mut out);
+        } else {
+            let rr = rtcp::ReceiverReport { ssrc, blocks };
+            rtcp::write_rr(&rr, &mut out);
+        }
+        rtcp::write_sdes_cname(ssrc, "hotline", &mut out);
+        out
+    }
+
+    fn final_stats(&mut self) -> RtpStats {
+        let j = self.jitter.stats();
+        let mut s = self.rtp_stats.clone();
+        s.tx_packets = u64::from(self.sender.packets);
+        s.lost = j.lost;
+        s.late = j.late;
+        s.duplicate = j.duplicate;
+        s.jitter_ms = self
+            .reception
+            .as_ref()
+            .map(|r| f64::from(r.jitter()) / 8.0)
+            .unwrap_or(0.0);
+        s
+    }
+}
+
+impl MediaTask {
+    pub async fn run(self) {
+        let MediaTask {
+            id,
+            sockets,
+            answer,
+            cfg,
+            bus,
+            notes,
+            mut cmds,
+            recording,
+            greeting,
+            seed,
+        } = self;
+        let start = Instant::now();
+        let player = match Player::new(PlayerConfig::default(), seed, start) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(call = %id, ?e, "player config");
+                let _ = notes
+                    .send(MediaNote::Finished {
+                        id,
+                        port: sockets.port,
+                    })
+                    .await;
+                return;
+            }
+        };
+        let mut st = State {
+            id: id.clone(),
+            start,
+            codec: Codec::Pcmu,
+            te_pt: None,
+            hold: false,
+            session: RtpSession::new(SessionConfig::default()),
+            jitter: JitterBuffer::new(cfg.jitter.clone()),
+            concealer: Concealer::new(SAMPLES),
+            reception: None,
+            sender: SenderStats::default(),
+            rfc4733: Rfc4733Receiver::new(ReceiverConfig::default()),
+            inband: cfg
+                .inband_dtmf
+                .then(|| InbandDetector::new(InbandConfig::default())),
+            dedupe: DigitDeduper::default(),
+            open_presses: Vec::new(),
+            player,
+            recording,
+            caller_pos: 0,
+            last_rtp: start,
+            rtp_stats: RtpStats::default(),
+            pcm: Vec::with_capacity(SAMPLES),
+            out: Vec::with_capacity(SAMPLES + 12),
+            payload: Vec::with_capacity(SAMPLES),
+            events: Vec::new(),
+        };
+        if let Some(a) = &answer {
+            st.apply(a, cfg.strict_source);
+        }
+        if let Some(pcm) = greeting {
+            st.player.play(pcm, PlayOptions { barge_in: true });
+        }
+        if let Some(r) = &st.recording {
+            st.events.push(CallEvent::Recording {
+                id: id.clone(),
+                path: r.path().display().to_string(),
+            });
+        }
+        let mut tick = tokio::time::interval_at(start.into(), FRAME);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut next_rtcp = start + cfg.rtcp_interval;
+        let mut buf = vec![0u8; 2048];
+        let mut rtcp_buf = vec![0u8; 2048];
+        loop {
+            tokio::select! {
+                r = sockets.rtp.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = r {
+                        st.on_rtp(from, buf.get(..n).unwrap_or_default(), Instant::now());
+                    }
+                }
+                r = sockets.rtcp.recv_from(&mut rtcp_buf) => {
+                    if let Ok((n, from)) = r {
+                        let _ = st.session.on_rtcp_port(from, rtcp_buf.get(..n).unwrap_or_default());
+                    }
+                }
+                cmd = cmds.recv() => match cmd {
+                    Some(MediaCmd::Update(a)) => st.apply(&a, cfg.strict_source),
+                    Some(MediaCmd::Play { pcm, barge_in }) => {
+                        st.player.play(pcm, PlayOptions { barge_in });
+                    }
+                    Some(MediaCmd::InfoDigit { key, duration_ms }) => {
+                        let now = Instant::now();
+                        let at = st.at_ms(now);
+                        if let Some(d) = Digit::from_info(key, duration_ms, at) {
+                            if st.dedupe.admit(&d) {
+                                st.player.barge_in();
+                                st.events.push(CallEvent::Digit {
+                                    id: id.clone(),
+                                    key: d.key,
+                                    at_ms: at,
+                                    source: DigitSource::Info.as_str(),
+                                    duration_ms,
+                                });
+                            }
+                        }
+                    }
+                    Some(MediaCmd::Stop) | None => break,
+                },
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    st.tick(now);
+                    send_due(&mut st, &sockets.rtp, now);
+                    if now >= next_rtcp {
+                        next_rtcp = now + cfg.rtcp_interval;
+                        if let Some(to) = st.session.rtcp_send_to() {
+                            let report = st.rtcp_report(now);
+                            let _ = sockets.rtcp.try_send_to(&report, to);
+                        }
+                    }
+                    if !cfg.rtp_timeout.is_zero()
+                        && !st.hold
+                        && now.saturating_duration_since(st.last_rtp) >= cfg.rtp_timeout
+                    {
+                        // Ask once; the Stop that follows ends the loop.
+                        st.last_rtp = now + Duration::from_secs(3600);
+                        let _ = notes.send(MediaNote::RtpTimeout { id: id.clone() }).await;
+                    }
+                }
+            }
+            for ev in st.events.drain(..) {
+                let _ = bus.send(ev).await;
+            }
+        }
+        let stats = st.final_stats();
+        let mut tail = std::mem::take(&mut st.events);
+        tail.push(CallEvent::RtpStats {
+            id: id.clone(),
+            stats,
+        });
+        for ev in tail {
+            let _ = bus.send(ev).await;
+        }
+        if let Some(r) = st.recording.take() {
+            // Dropping the handle would also finish it; asking keeps errors visible.
+            let done = r.finish();
+            if let Ok(Err(e)) = done.await {
+                tracing::warn!(call = %id, error = %e, "recording did not finish cleanly");
+            }
+        }
+        let _ = notes
+            .send(MediaNote::Finished {
+                id,
+                port: sockets.port,
+            })
+            .await;
+    }
+}
+
+/// Sends every player frame that is due: encode, packetise, record.
+fn send_due(st: &mut State, sock: &UdpSocket, now: Instant) {
+    let to = st.session.send_to();
+    let codec = st.codec;
+    while let Some(f) = st.player.poll(now) {
+        let pos = f.slot * SAMPLES as u64;
+        if let Some(r) = &mut st.recording {
+            r.push(Channel::Right, pos, f.pcm);
+        }
+        st.payload.clear();
+        codec.encode(f.pcm, &mut st.payload);
+        let mut h = RtpHeader::new(codec.static_pt(), f.seq, f.ts, f.ssrc);
+        h.marker = f.marker;
+        st.out.clear();
+        packet::write(&h, &st.payload, &mut st.out);
+        if let Some(to) = to {
+            if sock.try_send_to(&st.out, to).is_ok() {
+                st.sender.on_sent(st.payload.len());
+            }
+        }
+    }
+    while st.player.poll_event().is_some() {}
+}
+
+pub type SharedPcm = Arc<[i16]>;
+
+/// Every call's media on this gateway: port allocation, the media tasks,
+/// the recorder pool and the greeting prompt. The signalling task calls it
+/// at each step of a call; it never blocks that task.
+pub struct MediaPlane {
+    ports: PortPool,
+    cfg: MediaConfig,
+    bus: mpsc::Sender<CallEvent>,
+    notes_tx: mpsc::Sender<MediaNote>,
+    /// Allocated at INVITE, waiting for the answer.
+    pending: std::collections::HashMap<CallId, (MediaSockets, Option<Answer>)>,
+    active: std::collections::HashMap<CallId, mpsc::Sender<MediaCmd>>,
+    recorder: Option<crate::media::recorder::RecorderPool>,
+    data_dir: std::path::PathBuf,
+    greeting: Option<Pcm>,
+    seed: u64,
+}
+
+/// Commands queued per call: a handful of updates and digits at most.
+const CMD_QUEUE: usize = 64;
+
+impl MediaPlane {
+    pub fn new(
+        settings: &crate::config::Config,
+        bus: mpsc::Sender<CallEvent>,
+    ) -> (MediaPlane, mpsc::Receiver<MediaNote>) {
+        let m = &settings.media;
+        let recordings = settings.data_dir.join("recordings");
+        if m.record {
+            match crate::media::recorder::repair_dir(&recordings) {
+                Ok(r) => tracing::info!(report = ?r, "recordings checked"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(error = %e, "could not check recordings"),
+            }
+        }
+        let recorder = if m.record {
+            match crate::media::recorder::RecorderPool::spawn(Default::default()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the recorder; calls will not be recorded");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let greeting = if m.greeting.as_os_str().is_empty() {
+            None
+        } else {
+            match crate::media::prompt_cache::load_prompt(&m.greeting) {
+                Ok(pcm) => Some(Pcm::from(pcm)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "greeting not loaded; answered calls hear silence");
+                    None
+                }
+            }
+        };
+        let (notes_tx, notes_rx) = mpsc::channel(1024);
+        let plane = MediaPlane {
+            ports: PortPool::new(m.rtp_port_min, m.rtp_port_max),
+            cfg: MediaConfig {
+                rtp_timeout: Duration::from_secs(m.rtp_timeout_s),
+                inband_dtmf: m.inband_dtmf,
+                strict_source: m.strict_source,
+                ..MediaConfig::default()
+            },
+            bus,
+            notes_tx,
+            pending: Default::default(),
+            active: Default::default(),
+            recorder,
+            data_dir: settings.data_dir.clone(),
+            greeting,
+            seed: u64::from_le_bytes(
+                uuid::Uuid::new_v4().as_bytes()[..8]
+                    .try_into()
+                    .unwrap_or([7; 8]),
+            ),
+        };
+        (plane, notes_rx)
+    }
+
+    pub fn calls(&self) -> usize {
+        self.pending.len() + self.active.len()
+    }
+
+    /// Reserves RTP/RTCP ports for a new call; `None`: the range is full.
+    /// Sockets bind the wildcard of `advertised`'s family, so a NAT'd or
+    /// multi-homed host still receives what the SDP address attracts.
+    pub fn incoming(&mut self, id: &str, advertised: IpAddr) -> Option<u16> {
+        let any = match advertised {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        };
+        let sockets = self.ports.allocate(any)?;
+        let port = sockets.port;
+        self.pending.insert(id.to_string(), (sockets, None));
+        Some(port)
+    }
+
+    pub fn negotiated(&mut self, id: &str, answer: Answer) {
+        if let Some((_, slot)) = self.pending.get_mut(id) {
+            *slot = Some(answer);
+        } else if let Some(tx) = self.active.get(id) {
+            let _ = tx.try_send(MediaCmd::Update(Box::new(answer)));
+        }
+    }
+
+    /// The call was answered: its media starts now.
+    pub fn answered(&mut self, id: &str) {
+        let Some((sockets, answer)) = self.pending.remove(id) else {
+            return;
+        };
+        let (tx, rx) = mpsc::channel(CMD_QUEUE);
+        let recording = self.recorder.as_ref().map(|pool| {
+            let path =
+                crate::media::recorder::recording_path(&self.data_dir, id, SystemTime::now());
+            pool.open(path)
+        });
+        self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let task = MediaTask {
+            id: id.to_string(),
+            sockets,
+            answer,
+            cfg: self.cfg.clone(),
+            bus: self.bus.clone(),
+            notes: self.notes_tx.clone(),
+            cmds: rx,
+            recording,
+            greeting: self.greeting.clone(),
+            seed: self.seed,
+        };
+        self.active.insert(id.to_string(), tx);
+        tokio::spawn(task.run());
+    }
+
+    pub fn info_digit(&mut self, id: &str, key: char, duration_ms: Option<u32>) {
+        if let Some(tx) = self.active.get(id) {
+            let _ = tx.try_send(MediaCmd::InfoDigit { key, duration_ms });
+        }
+    }
+
+    /// The call is over (any reason): stop its media, free unused ports.
+    pub fn ended(&mut self, id: &str) {
+        if let Some((sockets, _)) = self.pending.remove(id) {
+            self.ports.release(sockets.port);
+        }
+        if let Some(tx) = self.active.remove(id) {
+            // A full queue must not keep the call alive: dropping the
+            // sender also ends the task.
+            let _ = tx.try_send(MediaCmd::Stop);
+        }
+    }
+
+    /// Handles a note from a media task; returns a call to hang up for
+    /// RTP inactivity.
+    pub fn on_note(&mut self, note: MediaNote) -> Option<CallId> {
+        match note {
+            MediaNote::RtpTimeout { id } => Some(id),
+            MediaNote::Finished { port, .. } => {
+                self.ports.release(port);
+                None
+            }
+        }
+    }
+
+    /// After every call has ended: wait (bounded) for the media tasks to
+    /// report, then close every recording.
+    pub async fn shutdown(mut self, notes: &mut mpsc::Receiver<MediaNote>, grace: Duration) {
+        for id in self.active.keys().cloned().collect::<Vec<_>>() {
+            self.ended(&id);
+        }
+        let until = tokio::time::Instant::now() + grace;
+        while self.ports.in_use() > 0 {
+            match tokio::time::timeout_at(until, notes.recv()).await {
+                Ok(Some(note)) => {
+                    self.on_note(note);
+                }
+                _ => break,
+            }
+        }
+        if let Some(pool) = self.recorder.take() {
+            let _ = tokio::task::spawn_blocking(move || pool.shutdown()).await;
+        }
+    }
+}
