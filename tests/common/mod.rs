@@ -2,6 +2,8 @@
 //! whisper models (fetched by scripts/setup.sh) on real audio.
 #![allow(dead_code)]
 
+pub mod media;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -170,19 +172,39 @@ impl Gateway {
 
     fn spawn(config: Option<&str>) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
+        if let Some(text) = config {
+            std::fs::write(dir.path().join("hotline.toml"), text).unwrap();
+        }
+        let (proc, udp, tcp, http) = Gateway::launch(dir.path());
+        Gateway {
+            proc,
+            udp,
+            tcp,
+            http,
+            dir,
+        }
+    }
+
+    /// Starts `hotline serve` over `dir` (data in `dir/data`, config
+    /// `dir/hotline.toml` if there, stderr appended to `dir/gateway.log`) and
+    /// waits for its ready line.
+    fn launch(dir: &Path) -> (Waited, SocketAddr, SocketAddr, SocketAddr) {
         let mut cmd = hotline();
         cmd.args(["serve", "--sip", "127.0.0.1:0", "--http", "127.0.0.1:0"])
             // Calls still up at the end of a test are closed at once (as
             // `shutdown`); every test ends its calls before stopping.
             .args(["--grace-s", "0"])
             .arg("--data")
-            .arg(dir.path().join("data"));
-        if let Some(text) = config {
-            let path = dir.path().join("hotline.toml");
-            std::fs::write(&path, text).unwrap();
-            cmd.arg("--config").arg(path);
+            .arg(dir.join("data"));
+        let config = dir.join("hotline.toml");
+        if config.is_file() {
+            cmd.arg("--config").arg(config);
         }
-        let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("gateway.log"))
+            .unwrap();
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
         let mut child = cmd.spawn().expect("hotline serve starts");
         let stdout = child.stdout.take().unwrap();
@@ -202,7 +224,7 @@ impl Gateway {
                 proc.terminate(Duration::from_secs(5));
                 panic!(
                     "no ready line from hotline serve ({e}); its log:\n{}",
-                    std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default()
+                    std::fs::read_to_string(dir.join("gateway.log")).unwrap_or_default()
                 );
             }
         };
@@ -214,14 +236,30 @@ impl Gateway {
                 .unwrap_or_else(|| panic!("no {kind} address in ready line {line:?}"))
         };
         assert!(line.starts_with("hotline ready "), "ready line: {line:?}");
-        let (udp, tcp, http) = (addr("udp:"), addr("tcp:"), addr("http:"));
-        Gateway {
-            proc,
-            udp,
-            tcp,
-            http,
-            dir,
-        }
+        (proc, addr("udp:"), addr("tcp:"), addr("http:"))
+    }
+
+    /// SIGKILL (no chance to flush or close anything) and wait for the exit.
+    pub fn kill9(&mut self) {
+        signal(self.proc.pid, "KILL");
+        assert!(
+            self.proc.wait(Duration::from_secs(10)).is_some(),
+            "hotline serve survived SIGKILL"
+        );
+    }
+
+    /// Starts a new process on the same data directory and config, once the
+    /// previous one has exited (see `kill9`, `stop`). Addresses change.
+    pub fn restart(&mut self) {
+        assert!(
+            !self.proc.running(),
+            "restart: the gateway is still running"
+        );
+        let (proc, udp, tcp, http) = Gateway::launch(self.dir.path());
+        self.proc = proc;
+        self.udp = udp;
+        self.tcp = tcp;
+        self.http = http;
     }
 
     pub fn pid(&self) -> u32 {
@@ -264,6 +302,14 @@ impl Gateway {
         let v: serde_json::Value =
             serde_json::from_str(&stdout(&out)).expect("calls --json prints JSON");
         v.as_array().expect("a JSON array of calls").clone()
+    }
+
+    /// `hotline calls show ID --json`: one call with its media details.
+    pub fn call_show(&self, id: &str) -> serde_json::Value {
+        let out = run(hotline()
+            .args(["calls", "show", id, "--json", "--data"])
+            .arg(self.data_dir()));
+        serde_json::from_str(&stdout(&out)).expect("calls show --json prints JSON")
     }
 
     /// Stops the gateway (flushing the store) and returns its call records.
@@ -350,6 +396,15 @@ pub struct Sipp {
     args: Vec<String>,
     timeout: Duration,
     trace_messages: bool,
+    /// Symlinks made in SIPp's working directory: (name, target).
+    links: Vec<(String, PathBuf)>,
+}
+
+/// A SIPp run in the background (`Sipp::spawn`).
+pub struct SippChild {
+    proc: Waited,
+    dir: tempfile::TempDir,
+    timeout: Duration,
 }
 
 /// What a SIPp run left: its exit code, final statistics and logs.
@@ -381,7 +436,16 @@ impl Sipp {
             args: Vec::new(),
             timeout: Duration::from_secs(30),
             trace_messages: true,
+            links: Vec::new(),
         }
+    }
+
+    /// Makes `name` in SIPp's working directory a symlink to `target`, for
+    /// paths a scenario names relative to it (`play_pcap_audio` reads its
+    /// pcap when the scenario loads, so keywords cannot be used there).
+    pub fn link(mut self, name: &str, target: &Path) -> Sipp {
+        self.links.push((name.to_string(), target.to_path_buf()));
+        self
     }
 
     pub fn args(mut self, args: &[&str]) -> Sipp {
@@ -415,7 +479,16 @@ impl Sipp {
     }
 
     fn run_once(&self, target: SocketAddr) -> SippRun {
+        self.spawn(target).wait()
+    }
+
+    /// Starts SIPp against `target` and returns at once (no retry when its
+    /// ports turn out to be taken: check `SippRun::code`).
+    pub fn spawn(&self, target: SocketAddr) -> SippChild {
         let dir = tempfile::tempdir().unwrap();
+        for (name, to) in &self.links {
+            std::os::unix::fs::symlink(to, dir.path().join(name)).unwrap();
+        }
         let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
         let mut cmd = Command::new("sipp");
         cmd.args(&self.scenario)
@@ -440,14 +513,38 @@ impl Sipp {
         let child = cmd
             .spawn()
             .expect("sipp runs (Debian package sip-tester; scripts/setup.sh installs it)");
-        let mut proc = Waited::new(child);
-        let status = match proc.wait(self.timeout + Duration::from_secs(30)) {
+        SippChild {
+            proc: Waited::new(child),
+            dir,
+            timeout: self.timeout,
+        }
+    }
+}
+
+impl SippChild {
+    pub fn pid(&self) -> u32 {
+        self.proc.pid
+    }
+
+    /// Stops SIPp (SIGTERM, then SIGKILL), for runs whose outcome does not matter.
+    pub fn kill(mut self) {
+        self.proc.terminate(Duration::from_secs(5));
+    }
+
+    /// Waits for SIPp to exit (its -timeout, plus 30 s) and collects its run.
+    pub fn wait(self) -> SippRun {
+        let SippChild {
+            mut proc,
+            dir,
+            timeout,
+        } = self;
+        let status = match proc.wait(timeout + Duration::from_secs(30)) {
             Some(s) => s,
             None => {
                 proc.terminate(Duration::from_secs(5));
                 panic!(
                     "sipp still running {} s past its -timeout",
-                    30 + self.timeout.as_secs()
+                    30 + timeout.as_secs()
                 );
             }
         };
