@@ -183,6 +183,11 @@ struct State {
     recording: Option<RecordingHandle>,
     /// Caller audio position, in samples from `start` (one frame per tick).
     caller_pos: u64,
+    /// Samples per caller packet: the jitter buffer's frame and the tick.
+    /// Follows what the peer actually sends (ptime is only a preference).
+    frame_samples: usize,
+    jitter_cfg: JitterConfig,
+    retimed: bool,
     last_rtp: Instant,
     rtp_stats: RtpStats,
     pcm: Vec<i16>,
@@ -196,10 +201,19 @@ impl State {
         now.saturating_duration_since(self.start).as_millis() as u64
     }
 
-    fn apply(&mut self, a: &Answer, strict: bool) {
+    fn apply(&mut self, a: &Answer, strict: bool, now: Instant) {
         self.codec = codec_of(a);
         self.te_pt = a.telephone_event_pt;
+        if self.hold != a.hold {
+            // Inactivity is measured from the hold change, not from the last
+            // packet before a long hold.
+            self.last_rtp = now;
+        }
         self.hold = a.hold;
+        let samples = (a.ptime as usize).saturating_mul(8);
+        if samples != self.frame_samples {
+            self.retime(samples);
+        }
         self.player.set_hold(a.hold);
         self.session.set_remote(SessionConfig {
             remote_rtp: a.remote_rtp,
@@ -240,6 +254,18 @@ impl State {
         });
     }
 
+    /// A new packet duration: restart the jitter buffer on that frame size.
+    fn retime(&mut self, samples: usize) {
+        if !(80..=480).contains(&samples) || samples % 80 != 0 {
+            return; // 10-60 ms in 10 ms steps; anything else is not G.711 framing
+        }
+        self.frame_samples = samples;
+        self.jitter_cfg.frame = Duration::from_millis(samples as u64 / 8);
+        self.jitter = JitterBuffer::new(self.jitter_cfg.clone());
+        self.concealer = Concealer::new(samples);
+        self.retimed = true;
+    }
+
     fn on_rtp(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
         let packet = match self.session.on_packet(from, bytes, now) {
             Verdict::Accepted(Accepted::Rtp { packet, .. }) => packet,
@@ -272,6 +298,10 @@ impl State {
         if h.payload_type != self.codec.static_pt() {
             return; // comfort noise or a codec we did not negotiate
         }
+        let samples = self.codec.samples_in_payload(packet.payload.len());
+        if samples != self.frame_samples {
+            self.retime(samples);
+        }
         let _ = self.jitter.push(
             h.ssrc,
             h.sequence,
@@ -288,7 +318,7 @@ impl State {
         match self.jitter.pop(now) {
             Some(Playout::Frame { payload, .. }) => {
                 self.codec.decode(&payload, &mut self.pcm);
-                self.pcm.resize(SAMPLES, 0);
+                self.pcm.resize(self.frame_samples, 0);
                 self.concealer.good(&self.pcm);
                 if let Some(det) = &mut self.inband {
                     for ev in det.push(&self.pcm) {
@@ -297,15 +327,15 @@ impl State {
                 }
             }
             Some(Playout::Lost { .. }) => {
-                self.pcm.resize(SAMPLES, 0);
+                self.pcm.resize(self.frame_samples, 0);
                 self.concealer.conceal(&mut self.pcm);
             }
-            None => self.pcm.resize(SAMPLES, 0),
+            None => self.pcm.resize(self.frame_samples, 0),
         }
         if let Some(r) = &mut self.recording {
             r.push(Channel::Left, self.caller_pos, &self.pcm);
         }
-        self.caller_pos += SAMPLES as u64;
+        self.caller_pos += self.pcm.len() as u64;
         if let Some(t) = self.rfc4733.poll_timeout().filter(|t| *t <= now) {
             if let Some(ev) = self.rfc4733.on_timeout(t) {
                 self.digit(ev, DigitSource::Rfc4733, now);
@@ -346,11 +376,10 @@ impl State {
         s.lost = j.lost;
         s.late = j.late;
         s.duplicate = j.duplicate;
-        s.jitter_ms = self
-            .reception
-            .as_ref()
-            .map(|r| f64::from(r.jitter()) / 8.0)
-            .unwrap_or(0.0);
+        // The jitter buffer's estimate covers audio packets only: the
+        // packets of one DTMF press share a timestamp and would read as
+        // hundreds of milliseconds of jitter in the RTCP figure.
+        s.jitter_ms = self.jitter.jitter().as_secs_f64() * 1000.0;
         s
     }
 }
@@ -392,6 +421,9 @@ impl MediaTask {
             session: RtpSession::new(SessionConfig::default()),
             jitter: JitterBuffer::new(cfg.jitter.clone()),
             concealer: Concealer::new(SAMPLES),
+            frame_samples: SAMPLES,
+            jitter_cfg: cfg.jitter.clone(),
+            retimed: false,
             reception: None,
             sender: SenderStats::default(),
             rfc4733: Rfc4733Receiver::new(ReceiverConfig::default()),
@@ -411,7 +443,7 @@ impl MediaTask {
             events: Vec::new(),
         };
         if let Some(a) = &answer {
-            st.apply(a, cfg.strict_source);
+            st.apply(a, cfg.strict_source, start);
         }
         if let Some(pcm) = greeting {
             st.player.play(pcm, PlayOptions { barge_in: true });
@@ -440,7 +472,7 @@ impl MediaTask {
                     }
                 }
                 cmd = cmds.recv() => match cmd {
-                    Some(MediaCmd::Update(a)) => st.apply(&a, cfg.strict_source),
+                    Some(MediaCmd::Update(a)) => st.apply(&a, cfg.strict_source, Instant::now()),
                     Some(MediaCmd::Play { pcm, barge_in }) => {
                         st.player.play(pcm, PlayOptions { barge_in });
                     }
@@ -462,6 +494,11 @@ impl MediaTask {
                     }
                     Some(MediaCmd::Stop) | None => break,
                 },
+                // Our packets go out on the player's own schedule, whatever
+                // the caller's packet size.
+                _ = sleep_until_opt(st.player.next_wake()) => {
+                    send_due(&mut st, &sockets.rtp, Instant::now());
+                }
                 _ = tick.tick() => {
                     let now = Instant::now();
                     st.tick(now);
@@ -486,6 +523,11 @@ impl MediaTask {
             for ev in st.events.drain(..) {
                 let _ = bus.send(ev).await;
             }
+            if std::mem::take(&mut st.retimed) {
+                let period = Duration::from_millis(st.frame_samples as u64 / 8);
+                tick = tokio::time::interval_at((Instant::now() + period).into(), period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            }
         }
         let stats = st.final_stats();
         let mut tail = std::mem::take(&mut st.events);
@@ -509,6 +551,13 @@ impl MediaTask {
                 port: sockets.port,
             })
             .await;
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -146,13 +146,14 @@ pub async fn run(
             }
         });
     }
+    // Recordings left open by a crash are repaired before we say we are ready.
+    let (mut media, mut notes) = MediaPlane::new(&cfg, event_tx.clone());
     // One line on stdout that scripts and tests wait for.
     println!("hotline ready {}", ready.join(" "));
     tracing::info!(listen = %ready.join(" "), data = %cfg.data_dir.display(), "hotline serving");
 
     let start = Instant::now();
     let mut ep = Endpoint::new(endpoint_config(&cfg), start, SystemTime::now(), os_seed());
-    let (mut media, mut notes) = MediaPlane::new(&cfg, event_tx.clone());
     let session_base = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -61,6 +61,11 @@ impl TelephoneEvent {
     }
 }
 
+/// A marked packet this long after the previous press ended starts a new
+/// press whatever its timestamp; redundant end packets follow within a few
+/// packet times and carry no marker.
+const REPRESS_GAP: Duration = Duration::from_millis(100);
+
 /// Receiver settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiverConfig {
@@ -201,7 +206,13 @@ impl Rfc4733Receiver {
         out: &mut Vec<DigitEvent>,
     ) {
         if let Some(cur) = &mut self.current {
-            if ts == cur.seg_start {
+            // The marker bit opens an event (RFC 4733 2.5.1.2). On a press well
+            // after the last one ended it means a new press even when the
+            // timestamp says otherwise: PBXes that replay canned event packets
+            // reuse timestamps, and some restart them per press.
+            let fresh_start =
+                marker && cur.ended && now.saturating_duration_since(cur.last_seen) >= REPRESS_GAP;
+            if ts == cur.seg_start && !fresh_start {
                 if ev.event != cur.event {
                     self.stats.conflicting += 1;
                     return;
@@ -241,7 +252,7 @@ impl Rfc4733Receiver {
             }
             let behind = cur.seg_start.wrapping_sub(ts);
             let earlier_segment = cur.start_ts.wrapping_sub(ts) <= self.cfg.stale_window;
-            if behind <= self.cfg.stale_window || earlier_segment {
+            if !fresh_start && (behind <= self.cfg.stale_window || earlier_segment) {
                 self.stats.stale += 1;
                 return;
             }
@@ -402,6 +413,40 @@ impl Rfc4733Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marked_press_after_a_gap_is_new_even_with_an_old_or_equal_timestamp() {
+        let t0 = Instant::now();
+        let mut rx = Rfc4733Receiver::new(ReceiverConfig::default());
+        let pkt = |event: u8, end: bool, duration: u16| {
+            TelephoneEvent {
+                event,
+                end,
+                volume: 10,
+                duration,
+            }
+            .to_bytes()
+        };
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        let mut keys = Vec::new();
+        let mut press = |rx: &mut Rfc4733Receiver, ts: u32, event: u8, at: u64| {
+            for (i, (end, d)) in [(false, 160u16), (false, 320), (true, 480), (true, 480)]
+                .into_iter()
+                .enumerate()
+            {
+                for ev in rx.on_packet(ts, i == 0, &pkt(event, end, d), ms(at + 20 * i as u64)) {
+                    if !ev.ended {
+                        keys.push(ev.digit);
+                    }
+                }
+            }
+        };
+        press(&mut rx, 92_640, 11, 0); // '#'
+        press(&mut rx, 17_632, 0, 400); // '0', timestamp far behind
+        press(&mut rx, 30_000, 1, 800); // '1'
+        press(&mut rx, 30_000, 1, 1200); // '1' replayed with the same timestamp
+        assert_eq!(keys, ['#', '0', '1', '1']);
+    }
 
     fn t0() -> Instant {
         Instant::now()
