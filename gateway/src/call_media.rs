@@ -256,7 +256,7 @@ impl State {
 
     /// A new packet duration: restart the jitter buffer on that frame size.
     fn retime(&mut self, samples: usize) {
-        if !(80..=480).contains(&samples) || samples % 80 != 0 {
+        if !(80..=480).contains(&samples) || !samples.is_multiple_of(80) {
             return; // 10-60 ms in 10 ms steps; anything else is not G.711 framing
         }
         self.frame_samples = samples;
