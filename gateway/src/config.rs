@@ -199,8 +199,10 @@ pub struct AuthConfig {
     pub realm: String,
     /// Username -> password.
     pub users: BTreeMap<String, String>,
-    /// Offered in this order (one challenge each); SHA-256 first for clients that
-    /// take the first they support, MD5 for the many PBXes that only do MD5.
+    /// Offered in this order (one challenge each). MD5 first by default: many PBXes
+    /// and SIPp answer the first challenge whatever its algorithm and only do MD5,
+    /// while RFC 8760 clients pick the first they support, so this order lets both
+    /// in. Put "SHA-256" first (or alone) where every trunk supports it.
     pub algorithms: Vec<DigestAlgorithm>,
 }
 
@@ -209,7 +211,7 @@ impl Default for AuthConfig {
         AuthConfig {
             realm: "hotline".to_string(),
             users: BTreeMap::new(),
-            algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
+            algorithms: vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256],
         }
     }
 }
@@ -666,7 +668,7 @@ listen = false
         assert_eq!(auth.realm, "hotline");
         assert_eq!(
             auth.algorithms,
-            vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
+            vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256]
         );
     }
 
