@@ -60,6 +60,8 @@ async fn metrics(State(s): State<ApiState>) -> String {
     };
     line("active_calls", "gauge", snap.active_calls as u64);
     line("sip_transactions", "gauge", snap.transactions as u64);
+    line("media_calls", "gauge", snap.media_calls as u64);
+    line("rtp_port_pairs_in_use", "gauge", snap.rtp_ports as u64);
     line("sip_rx_messages_total", "counter", st.rx_messages);
     line(
         "sip_rx_malformed_answered_total",

@@ -672,6 +672,12 @@ impl MediaPlane {
         self.pending.len() + self.active.len()
     }
 
+    /// RTP/RTCP port pairs bound now (a finished call frees its pair only
+    /// after its task has reported).
+    pub fn ports_in_use(&self) -> usize {
+        self.ports.in_use()
+    }
+
     /// Reserves RTP/RTCP ports for a new call; `None`: the range is full.
     /// Sockets bind the wildcard of `advertised`'s family, so a NAT'd or
     /// multi-homed host still receives what the SDP address attracts.

@@ -1,12 +1,8 @@
-//! The SIP/RTP gateway: SIP, SDP, RTP, media, calls, the IVR runtime and the HTTP API.
-//!
-//! So far: the SIP message layer (`sip`: parser, typed headers, serializer) and SDP offer/
-//! answer for G.711 + telephone-event (`sdp`). Transactions,
-//! dialogs, transports and the media plane follow with the SIP and media issues.
-//! The G.711 companding lives in
-//! `hotline_asr::g711` (the recognizer's telephone simulation needs it too); `codec` builds
-//! the gateway's codec seam on it, and `dtmf` turns RFC 4733 events, SIP INFO and in-band
-//! tones into one `Digit` per key press.
+//! The SIP/RTP gateway: SIP (message layer, transactions, dialogs, the UAS
+//! endpoint), SDP, RTP (packets, jitter buffer, RTCP, latching), G.711,
+//! DTMF, prompt playback and recording, the call store and config, and the
+//! tokio drivers (`transport`, `call_media`, `serve`) plus the HTTP API.
+//! Protocol cores are sans-IO; see docs/ARCHITECTURE.md for the map.
 
 pub mod api;
 pub mod call;

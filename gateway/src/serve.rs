@@ -74,6 +74,9 @@ pub struct Snapshot {
     pub active_calls: usize,
     pub transactions: usize,
     pub draining: bool,
+    /// Calls with media reserved or running, and RTP port pairs bound.
+    pub media_calls: usize,
+    pub rtp_ports: usize,
 }
 
 fn os_seed() -> [u8; 32] {
@@ -264,6 +267,8 @@ pub async fn run(
                 active_calls: ep.active_calls(),
                 transactions: ep.transactions(),
                 draining: drain_until.is_some(),
+                media_calls: media.calls(),
+                rtp_ports: media.ports_in_use(),
             });
         }
         if let Some(until) = drain_until {
