@@ -561,7 +561,6 @@ fn baresip_calls_presses_keys_and_is_recorded() {
 /// between its audio packets (one SSRC, one sequence-number space), so the
 /// gaps they leave in the audio must not count as lost audio.
 #[test]
-#[ignore = "gateway bug: call_media.rs feeds only audio packets to the jitter buffer, which counts the sequence numbers taken by telephone-events as lost (rtp.lost = 12 per key press)"]
 fn baresip_key_presses_are_not_counted_as_loss() {
     let run = baresip_call();
     let c = &run.record;

@@ -373,7 +373,14 @@ impl State {
         let j = self.jitter.stats();
         let mut s = self.rtp_stats.clone();
         s.tx_packets = u64::from(self.sender.packets);
-        s.lost = j.lost;
+        // Packet loss is an RTP-level count over every packet of the stream
+        // (RFC 3550 A.3): the jitter buffer sees only audio, so the sequence
+        // numbers RFC 4733 events take would read as lost audio there.
+        s.lost = self
+            .reception
+            .as_ref()
+            .map(|r| u64::try_from(r.cumulative_lost().max(0)).unwrap_or(0))
+            .unwrap_or(0);
         s.late = j.late;
         s.duplicate = j.duplicate;
         // The jitter buffer's estimate covers audio packets only: the
