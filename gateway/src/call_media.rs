@@ -190,6 +190,8 @@ struct State {
     retimed: bool,
     last_rtp: Instant,
     rtp_stats: RtpStats,
+    /// Telephone-event packets received (see `final_stats`).
+    te_packets: u64,
     pcm: Vec<i16>,
     out: Vec<u8>,
     payload: Vec<u8>,
@@ -287,6 +289,7 @@ impl State {
         }
         rs.on_packet(h.sequence, h.timestamp, arrival);
         if Some(h.payload_type) == self.te_pt {
+            self.te_packets += 1;
             for ev in self
                 .rfc4733
                 .on_packet(h.timestamp, h.marker, packet.payload, now)
@@ -373,14 +376,12 @@ impl State {
         let j = self.jitter.stats();
         let mut s = self.rtp_stats.clone();
         s.tx_packets = u64::from(self.sender.packets);
-        // Packet loss is an RTP-level count over every packet of the stream
-        // (RFC 3550 A.3): the jitter buffer sees only audio, so the sequence
-        // numbers RFC 4733 events take would read as lost audio there.
-        s.lost = self
-            .reception
-            .as_ref()
-            .map(|r| u64::try_from(r.cumulative_lost().max(0)).unwrap_or(0))
-            .unwrap_or(0);
+        // The jitter buffer sees audio packets only, so each sequence number
+        // an RFC 4733 event packet took reads there as a lost audio frame;
+        // those are not loss. (RFC 3550 A.3 counting over the whole stream
+        // would instead count every sequence jump of a replayed or spliced
+        // stream as loss.)
+        s.lost = j.lost.saturating_sub(self.te_packets);
         s.late = j.late;
         s.duplicate = j.duplicate;
         // The jitter buffer's estimate covers audio packets only: the
@@ -444,6 +445,7 @@ impl MediaTask {
             caller_pos: 0,
             last_rtp: start,
             rtp_stats: RtpStats::default(),
+            te_packets: 0,
             pcm: Vec::with_capacity(SAMPLES),
             out: Vec::with_capacity(SAMPLES + 12),
             payload: Vec::with_capacity(SAMPLES),
