@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
+# tcpdump: send-pacing figures in benches/media_load.sh.
 # baresip-core: the baresip UA and every module it ships (aufile, g711, sndfile, ctrl_tcp, ...);
 # the `baresip` metapackage only adds GUI/video recommends on top.
-APT_PACKAGES=(cmake clang libclang-dev pkg-config make sox libsox-fmt-mp3 espeak-ng sip-tester baresip-core python3 python3-venv python3-pip)
+APT_PACKAGES=(cmake clang libclang-dev pkg-config make sox libsox-fmt-mp3 espeak-ng sip-tester baresip-core tcpdump python3 python3-venv python3-pip)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
