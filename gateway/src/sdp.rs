@@ -832,28 +832,7 @@ pub fn negotiate(
         None if saw_audio => return Err(NegotiationError::NoCommonCodec),
         None => return Err(NegotiationError::NoAudio),
     };
-    let addr_type = match local.addr {
-        IpAddr::V4(_) => "IP4",
-        IpAddr::V6(_) => "IP6",
-    };
-    let sdp = SessionDescription {
-        origin: Origin {
-            username: "-".to_string(),
-            session_id: local.session_id.to_string(),
-            session_version: local.version.to_string(),
-            net_type: "IN".to_string(),
-            addr_type: addr_type.to_string(),
-            address: local.addr.to_string(),
-        },
-        session_name: "-".to_string(),
-        connection: Some(Connection {
-            address: local.addr,
-        }),
-        timing: vec![Timing { start: 0, stop: 0 }],
-        attributes: Vec::new(),
-        media,
-        extra: Vec::new(),
-    };
+    let sdp = local_session(local, media);
     Ok(Answer {
         sdp,
         codec: a.codec,
@@ -899,6 +878,23 @@ pub fn offer(local: &LocalMedia) -> SessionDescription {
     }
     attributes.push(Attribute::Ptime(local.ptime));
     attributes.push(Attribute::Direction(Direction::SendRecv));
+    local_session(
+        local,
+        vec![MediaDescription {
+            media: "audio".into(),
+            port: local.port,
+            port_count: None,
+            proto: "RTP/AVP".into(),
+            formats,
+            connection: None,
+            attributes,
+            extra: Vec::new(),
+        }],
+    )
+}
+
+/// Our session-level lines (o=, s=, c=, t=) around `media`.
+fn local_session(local: &LocalMedia, media: Vec<MediaDescription>) -> SessionDescription {
     let addr_type = match local.addr {
         IpAddr::V4(_) => "IP4",
         IpAddr::V6(_) => "IP6",
@@ -918,16 +914,7 @@ pub fn offer(local: &LocalMedia) -> SessionDescription {
         }),
         timing: vec![Timing { start: 0, stop: 0 }],
         attributes: Vec::new(),
-        media: vec![MediaDescription {
-            media: "audio".into(),
-            port: local.port,
-            port_count: None,
-            proto: "RTP/AVP".into(),
-            formats,
-            connection: None,
-            attributes,
-            extra: Vec::new(),
-        }],
+        media,
         extra: Vec::new(),
     }
 }

@@ -160,7 +160,7 @@ impl Serialize for UnixMillis {
 /// Proleptic Gregorian date of a day count from 1970-01-01 (Howard Hinnant's
 /// `civil_from_days`); hand-written because it is the only date arithmetic we need and
 /// it must not panic on whatever number a database row holds.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

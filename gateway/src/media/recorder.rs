@@ -856,7 +856,7 @@ pub fn recording_path(data_dir: &Path, call_id: &str, started: SystemTime) -> Pa
     let secs = started
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let (y, m, d) = crate::store::civil_from_days((secs / 86_400) as i64);
     let mut name: String = call_id
         .chars()
         .map(|c| {
@@ -876,20 +876,6 @@ pub fn recording_path(data_dir: &Path, call_id: &str, started: SystemTime) -> Pa
         .join(format!("{m:02}"))
         .join(format!("{d:02}"))
         .join(format!("{name}.wav"))
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1567,7 +1553,7 @@ mod tests {
             (10_957, (2000, 1, 1)),
             (-1, (1969, 12, 31)),
         ] {
-            assert_eq!(civil_from_days(days), ymd);
+            assert_eq!(crate::store::civil_from_days(days), ymd);
         }
     }
 }
