@@ -385,6 +385,14 @@ fn sdp_of(req: &Request) -> Result<Option<SessionDescription>, ()> {
     SessionDescription::parse(text).map(Some).map_err(|_| ())
 }
 
+/// Sends a timer produced: each is a retransmission.
+fn sends(actions: &[Action]) -> u64 {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::Send(_)))
+        .count() as u64
+}
+
 /// The media type of a Content-Type value, lower-cased, without params.
 fn media_type(ct: &str) -> String {
     ct.split(';')
@@ -757,10 +765,7 @@ impl Endpoint {
         if !due {
             return;
         }
-        self.stats.tx_retransmissions += actions
-            .iter()
-            .filter(|a| matches!(a, Action::Send(_)))
-            .count() as u64;
+        self.stats.tx_retransmissions += sends(&actions);
         self.run_server_actions(serial, actions);
     }
 
@@ -1879,10 +1884,7 @@ impl Endpoint {
             }
             _ => return,
         };
-        self.stats.tx_retransmissions += actions
-            .iter()
-            .filter(|a| matches!(a, Action::Send(_)))
-            .count() as u64;
+        self.stats.tx_retransmissions += sends(&actions);
         self.run_client_actions(serial, actions, now);
     }
 
