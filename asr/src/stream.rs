@@ -1,0 +1,811 @@
+//! Live transcription policy for one call channel, sans-IO.
+//!
+//! A [`Stream`] takes the channel's 8 kHz telephone PCM in call order and turns it into
+//! recognition [`Job`]s: a `Final` for every utterance the endpointer closes and, while an
+//! utterance is still open, a `Partial` every `partial_interval_ms` of audio so a live
+//! view can show words before the speaker pauses. Time is the audio position, never a
+//! clock, so a test (or a replay of a recording) gets exactly the jobs a live call gets,
+//! whatever the chunking of the input.
+//!
+//! Memory is bounded by the configuration, not by the call: only the audio an open or
+//! not-yet-emitted utterance can still need (plus its padding) is kept.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::resample::Resampler;
+use crate::vad::{
+    EndpointConfig, EndpointEvent, Endpointer, SegmenterConfig, Utterance, Vad, VadConfig, FRAME,
+    FRAME_MS,
+};
+use crate::{TELEPHONE_RATE, WHISPER_RATE};
+
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    pub vad: VadConfig,
+    pub endpoint: EndpointConfig,
+    /// Audio between two partial decodes of an open utterance.
+    pub partial_interval_ms: u64,
+    /// No partial before the utterance holds this much speech: whisper on a syllable or
+    /// two mostly guesses, and the guess would flash on screen.
+    pub min_partial_ms: u64,
+    /// Audio kept before and after each utterance (whisper clips words without it).
+    pub pre_pad_ms: u64,
+    pub post_pad_ms: u64,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        // Same cut as batch transcription, so live and batch text agree.
+        let seg = SegmenterConfig::default();
+        StreamConfig {
+            vad: seg.vad,
+            endpoint: seg.endpoint,
+            partial_interval_ms: 1000,
+            min_partial_ms: 500,
+            pre_pad_ms: seg.pre_pad_ms,
+            post_pad_ms: seg.post_pad_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// Best-effort look at an open utterance; superseded by the next one.
+    Partial,
+    /// The utterance is complete; its text is the record.
+    Final,
+}
+
+/// One piece of audio to recognise.
+#[derive(Clone, PartialEq)]
+pub struct Job {
+    pub kind: JobKind,
+    /// Index of the utterance within this stream: 0, 1, 2, …
+    pub utterance: u64,
+    /// Partial number within the utterance (0, 1, …); a final carries the number of
+    /// partials that preceded it.
+    pub revision: u32,
+    /// The utterance's unpadded span in ms since the first sample pushed. For a partial,
+    /// `end_ms` is the audio position it was cut at.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// 16 kHz mono, with the configured padding where the call had audio for it.
+    pub audio: Arc<[f32]>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("kind", &self.kind)
+            .field("utterance", &self.utterance)
+            .field("revision", &self.revision)
+            .field("start_ms", &self.start_ms)
+            .field("end_ms", &self.end_ms)
+            .field("audio_samples", &self.audio.len())
+            .finish()
+    }
+}
+
+/// Input is converted in blocks of this many 8 kHz samples, so one huge push cannot
+/// make the buffer hold more than a block beyond its bound.
+const BLOCK_8K: usize = 4000;
+/// 16 kHz samples per ms.
+const PER_MS: u64 = WHISPER_RATE as u64 / 1000;
+
+struct OpenUtt {
+    start_frame: u64,
+    last_speech_frame: u64,
+    speech_frames: u64,
+    /// Assigned with the first job, so indices count only utterances the caller saw.
+    index: Option<u64>,
+    revision: u32,
+    next_partial_frame: u64,
+    /// Where the last partial was cut, in frames.
+    last_partial_frame: Option<u64>,
+    /// First sample of the padded audio.
+    audio_start: u64,
+}
+
+struct PendingFinal {
+    index: u64,
+    revision: u32,
+    utt: Utterance,
+    audio_start: u64,
+    audio_end: u64,
+}
+
+pub struct Stream {
+    cfg: StreamConfig,
+    resampler: Resampler,
+    vad: Vad,
+    ep: Endpointer,
+    events: Vec<EndpointEvent>,
+    scratch_in: Vec<f32>,
+    scratch_out: Vec<f32>,
+    frame: Vec<f32>,
+    /// 16 kHz audio; `ring[0]` is absolute sample `ring_start`.
+    ring: VecDeque<f32>,
+    ring_start: u64,
+    /// Frames labelled so far; frame `f` is samples `f*FRAME .. (f+1)*FRAME`.
+    frames: u64,
+    open: Option<OpenUtt>,
+    /// Finals whose post-pad audio has not arrived yet; they hold back later jobs so
+    /// jobs come out in utterance order.
+    pending: VecDeque<PendingFinal>,
+    jobs: VecDeque<Job>,
+    next_utterance: u64,
+    /// End of the last final's audio: the next utterance's pre-pad stops here so no
+    /// word is decoded twice.
+    last_final_end: u64,
+    pushed_8k: u64,
+    finished: bool,
+    max_buffered: usize,
+}
+
+fn ms_to_samples(ms: u64) -> u64 {
+    ms * PER_MS
+}
+
+fn frames_for_ms(ms: u64) -> u64 {
+    ms.div_ceil(FRAME_MS).max(1)
+}
+
+impl Stream {
+    pub fn new(cfg: StreamConfig) -> Stream {
+        let ep_cfg = &cfg.endpoint;
+        // What the trimming rule can keep at most: an utterance of the longest length
+        // with both pads, the silence that ends it, the onset, and one input block.
+        let max_buffered = ms_to_samples(
+            cfg.pre_pad_ms
+                + ep_cfg.max_utterance_ms
+                + ep_cfg.end_silence_ms
+                + cfg.post_pad_ms
+                + 2 * FRAME_MS,
+        ) as usize
+            + (ep_cfg.onset_frames as usize + 2) * FRAME
+            + 2 * BLOCK_8K;
+        Stream {
+            resampler: Resampler::new(TELEPHONE_RATE, WHISPER_RATE)
+                .unwrap_or_else(|| unreachable!("both rates are non-zero constants")),
+            vad: Vad::new(cfg.vad.clone()),
+            ep: Endpointer::new(cfg.endpoint.clone()),
+            events: Vec::new(),
+            scratch_in: Vec::with_capacity(BLOCK_8K),
+            scratch_out: Vec::with_capacity(2 * BLOCK_8K + 64),
+            frame: vec![0.0; FRAME],
+            ring: VecDeque::new(),
+            ring_start: 0,
+            frames: 0,
+            open: None,
+            pending: VecDeque::new(),
+            jobs: VecDeque::new(),
+            next_utterance: 0,
+            last_final_end: 0,
+            pushed_8k: 0,
+            finished: false,
+            max_buffered,
+            cfg,
+        }
+    }
+
+    /// 8 kHz telephone PCM in call order, any chunk size. Ignored after [`finish`](Self::finish).
+    pub fn push_8k(&mut self, pcm: &[i16]) {
+        if self.finished {
+            return;
+        }
+        for block in pcm.chunks(BLOCK_8K) {
+            self.pushed_8k += block.len() as u64;
+            self.scratch_in.clear();
+            self.scratch_in
+                .extend(block.iter().map(|&s| s as f32 / 32768.0));
+            self.scratch_out.clear();
+            self.resampler
+                .process(&self.scratch_in, &mut self.scratch_out);
+            self.ring.extend(self.scratch_out.iter().copied());
+            self.run_frames();
+        }
+    }
+
+    /// End of the call: labels the tail, closes an open utterance (→ `Final`) and emits
+    /// finals still waiting for post-pad audio with what there is.
+    pub fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.scratch_out.clear();
+        self.resampler.finish(&mut self.scratch_out);
+        self.ring.extend(self.scratch_out.iter().copied());
+        self.run_frames();
+        let end = self.ring_end();
+        if end > self.frames * FRAME as u64 {
+            // A last short frame; the VAD zero-pads it.
+            self.process_frame();
+        }
+        self.events.clear();
+        self.ep.finish(&mut self.events);
+        let mut events = std::mem::take(&mut self.events);
+        let closed = self.handle_events(&events);
+        events.clear();
+        self.events = events;
+        if !closed {
+            self.handle_dropped();
+        }
+        let end = self.ring_end();
+        while let Some(p) = self.pending.pop_front() {
+            let audio_end = p.audio_end.min(end);
+            self.emit_final(p, audio_end);
+        }
+    }
+
+    /// The next job, in utterance order. Jobs wait here until polled, so poll until
+    /// `None` after every push.
+    pub fn poll(&mut self) -> Option<Job> {
+        self.jobs.pop_front()
+    }
+
+    /// ms of audio pushed so far.
+    pub fn position_ms(&self) -> u64 {
+        self.pushed_8k * 1000 / TELEPHONE_RATE as u64
+    }
+
+    /// 16 kHz samples held now.
+    pub fn buffered_samples(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// The most 16 kHz samples this stream will ever hold, given its configuration.
+    pub fn max_buffered_samples(&self) -> usize {
+        self.max_buffered
+    }
+
+    fn ring_end(&self) -> u64 {
+        self.ring_start + self.ring.len() as u64
+    }
+
+    fn run_frames(&mut self) {
+        while self.ring_end() >= (self.frames + 1) * FRAME as u64 {
+            self.process_frame();
+        }
+    }
+
+    fn process_frame(&mut self) {
+        let first = self.frames * FRAME as u64;
+        let rel = first.saturating_sub(self.ring_start) as usize;
+        self.frame.clear();
+        self.frame
+            .extend(self.ring.range(rel..).take(FRAME).copied());
+        let label = self.vad.push(&self.frame);
+        let now = self.frames;
+        self.frames += 1;
+        if let Some(open) = &mut self.open {
+            if label.speech {
+                open.speech_frames += 1;
+                open.last_speech_frame = now;
+            }
+        }
+        self.events.clear();
+        self.ep.push(label, &mut self.events);
+        let mut events = std::mem::take(&mut self.events);
+        let closed = self.handle_events(&events);
+        events.clear();
+        self.events = events;
+        if !closed && self.ep.open_since().is_none() {
+            self.handle_dropped();
+        }
+        self.emit_ready_finals();
+        self.maybe_partial();
+        self.trim();
+    }
+
+    /// Returns whether an utterance was closed by an `End`.
+    fn handle_events(&mut self, events: &[EndpointEvent]) -> bool {
+        let mut closed = false;
+        for (i, ev) in events.iter().enumerate() {
+            match *ev {
+                EndpointEvent::End(utt) => {
+                    closed = true;
+                    // The endpointer splits a long utterance by closing it and opening the
+                    // next at the same frame; the two parts meet there, unpadded.
+                    let split = matches!(
+                        events.get(i + 1),
+                        Some(EndpointEvent::Start { frame }) if *frame == utt.end_frame
+                    );
+                    self.close(utt, split);
+                }
+                EndpointEvent::Start { frame } => {
+                    let start = frame * FRAME as u64;
+                    let audio_start = start
+                        .saturating_sub(ms_to_samples(self.cfg.pre_pad_ms))
+                        .max(self.last_final_end);
+                    self.open = Some(OpenUtt {
+                        start_frame: frame,
+                        last_speech_frame: self.frames.saturating_sub(1),
+                        // The endpointer opened on (or split into) frames it counts as speech.
+                        speech_frames: self.frames.saturating_sub(frame),
+                        index: None,
+                        revision: 0,
+                        next_partial_frame: frame + frames_for_ms(self.cfg.partial_interval_ms),
+                        last_partial_frame: None,
+                        audio_start,
+                    });
+                }
+            }
+        }
+        closed
+    }
+
+    fn close(&mut self, utt: Utterance, split: bool) {
+        let open = self.open.take();
+        let (index, revision, audio_start) = match open {
+            Some(o) => (o.index, o.revision, o.audio_start),
+            None => (None, 0, self.utt_audio_start(utt.start_frame)),
+        };
+        let index = index.unwrap_or_else(|| self.take_index());
+        let end = utt.end_frame * FRAME as u64;
+        let audio_end = if split {
+            end
+        } else {
+            end + ms_to_samples(self.cfg.post_pad_ms)
+        };
+        self.last_final_end = self.last_final_end.max(audio_end);
+        self.pending.push_back(PendingFinal {
+            index,
+            revision,
+            utt,
+            audio_start,
+            audio_end,
+        });
+    }
+
+    /// The endpointer let an utterance go as too little speech. If the caller already
+    /// saw partials of it, a final still closes it (its text may well be empty), so that
+    /// every utterance shown gets exactly one final.
+    fn handle_dropped(&mut self) {
+        let Some(open) = &self.open else { return };
+        if open.index.is_none() {
+            self.open = None;
+            return;
+        }
+        let utt = Utterance {
+            start_frame: open.start_frame,
+            end_frame: open.last_speech_frame.max(open.start_frame) + 1,
+        };
+        self.close(utt, false);
+    }
+
+    fn utt_audio_start(&self, start_frame: u64) -> u64 {
+        (start_frame * FRAME as u64)
+            .saturating_sub(ms_to_samples(self.cfg.pre_pad_ms))
+            .max(self.last_final_end)
+    }
+
+    fn take_index(&mut self) -> u64 {
+        let i = self.next_utterance;
+        self.next_utterance += 1;
+        i
+    }
+
+    fn emit_ready_finals(&mut self) {
+        let processed = self.frames * FRAME as u64;
+        while let Some(p) = self.pending.front() {
+            if p.audio_end > processed {
+                break;
+            }
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
+            let end = p.audio_end;
+            self.emit_final(p, end);
+        }
+    }
+
+    fn emit_final(&mut self, p: PendingFinal, audio_end: u64) {
+        let audio = self.cut(p.audio_start, audio_end);
+        self.jobs.push_back(Job {
+            kind: JobKind::Final,
+            utterance: p.index,
+            revision: p.revision,
+            start_ms: p.utt.start_ms(),
+            end_ms: p.utt.end_ms(),
+            audio,
+        });
+    }
+
+    fn maybe_partial(&mut self) {
+        if !self.pending.is_empty() {
+            return;
+        }
+        let frames = self.frames;
+        let min_speech = self.cfg.min_partial_ms.div_ceil(FRAME_MS);
+        let interval = frames_for_ms(self.cfg.partial_interval_ms);
+        let Some(open) = &self.open else { return };
+        if frames < open.next_partial_frame || open.speech_frames < min_speech {
+            return;
+        }
+        // Nothing said since the last partial (the speaker has paused and the final is
+        // on its way): skip this tick rather than decode the same words again.
+        if open
+            .last_partial_frame
+            .is_some_and(|f| open.last_speech_frame < f)
+        {
+            if let Some(open) = &mut self.open {
+                open.next_partial_frame = frames + interval;
+            }
+            return;
+        }
+        let (start_frame, audio_start, revision) =
+            (open.start_frame, open.audio_start, open.revision);
+        let index = match open.index {
+            Some(i) => i,
+            None => self.take_index(),
+        };
+        let audio = self.cut(audio_start, frames * FRAME as u64);
+        if let Some(open) = &mut self.open {
+            open.index = Some(index);
+            open.revision += 1;
+            open.next_partial_frame = frames + interval;
+            open.last_partial_frame = Some(frames);
+        }
+        self.jobs.push_back(Job {
+            kind: JobKind::Partial,
+            utterance: index,
+            revision,
+            start_ms: start_frame * FRAME_MS,
+            end_ms: frames * FRAME_MS,
+            audio,
+        });
+    }
+
+    fn cut(&self, from: u64, to: u64) -> Arc<[f32]> {
+        let from = from.max(self.ring_start);
+        let to = to.min(self.ring_end()).max(from);
+        let a = (from - self.ring_start) as usize;
+        let b = (to - self.ring_start) as usize;
+        self.ring.range(a..b).copied().collect()
+    }
+
+    /// Drops audio nothing can need any more.
+    fn trim(&mut self) {
+        let processed = self.frames * FRAME as u64;
+        let pre_pad = ms_to_samples(self.cfg.pre_pad_ms);
+        // Idle, the next onset can reach back `onset_frames`, and its pre-pad beyond that.
+        let onset = (self.cfg.endpoint.onset_frames + 1) * FRAME as u64;
+        let mut keep_from = processed.saturating_sub(onset + pre_pad);
+        if let Some(open) = &self.open {
+            keep_from = keep_from.min(open.audio_start);
+        }
+        if let Some(p) = self.pending.front() {
+            keep_from = keep_from.min(p.audio_start);
+        }
+        // The bound holds by construction; this only keeps a misconfiguration from
+        // growing without limit.
+        let hard = self.ring_end().saturating_sub(self.max_buffered as u64);
+        let keep_from = keep_from.max(hard).min(processed);
+        if keep_from > self.ring_start {
+            let n = ((keep_from - self.ring_start) as usize).min(self.ring.len());
+            self.ring.drain(..n);
+            self.ring_start += n as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_16k(name: &str) -> Vec<f32> {
+        let p = std::path::Path::new("/work/shared/fixtures/audio").join(name);
+        let p = if p.exists() {
+            p
+        } else {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fixtures/audio/demo_zh_aishell1.wav")
+        };
+        crate::audio::decode_file(&p).unwrap().to_whisper_rate()
+    }
+
+    /// A real speech clip at 8 kHz, trimmed to its speech (first to last frame above
+    /// -40 dBFS), so "where speech was placed" is known to the frame.
+    fn speech_8k(name: &str) -> Vec<i16> {
+        let x = fixture_16k(name);
+        let loud: Vec<usize> = x
+            .chunks(FRAME)
+            .enumerate()
+            .filter(|(_, f)| crate::vad::frame_db(f) > -40.0)
+            .map(|(i, _)| i)
+            .collect();
+        let (a, b) = (loud[0] * FRAME, (loud[loud.len() - 1] + 1) * FRAME);
+        let narrow = crate::resample::resample(&x[a..b.min(x.len())], 16_000, 8_000);
+        narrow
+            .iter()
+            .map(|&s| crate::audio::f32_to_i16(s))
+            .collect()
+    }
+
+    fn silence(ms: u64) -> Vec<i16> {
+        vec![0; (ms * 8) as usize]
+    }
+
+    fn run(stream: &mut Stream, pcm: &[i16], chunk: usize) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        for c in pcm.chunks(chunk) {
+            stream.push_8k(c);
+            while let Some(j) = stream.poll() {
+                jobs.push(j);
+            }
+        }
+        stream.finish();
+        while let Some(j) = stream.poll() {
+            jobs.push(j);
+        }
+        jobs
+    }
+
+    fn finals(jobs: &[Job]) -> Vec<&Job> {
+        jobs.iter().filter(|j| j.kind == JobKind::Final).collect()
+    }
+
+    /// Three utterances (two clips) with the ms where each one's speech starts and ends.
+    fn call() -> (Vec<i16>, Vec<(u64, u64)>) {
+        let a = speech_8k("zh_aishell1_S0724W0121.wav");
+        let b = speech_8k("en_jfk.wav");
+        let mut pcm = silence(1500);
+        let mut placed = Vec::new();
+        for clip in [&a, &b, &a] {
+            let start = pcm.len() as u64 / 8;
+            pcm.extend(clip.iter());
+            placed.push((start, pcm.len() as u64 / 8));
+            pcm.extend(silence(2500));
+        }
+        (pcm, placed)
+    }
+
+    #[test]
+    fn one_final_per_utterance_at_the_right_place() {
+        let (pcm, placed) = call();
+        let mut s = Stream::new(StreamConfig::default());
+        let jobs = run(&mut s, &pcm, 160);
+        let f = finals(&jobs);
+        // jfk has pauses over 600 ms inside it, so it may come out as several utterances;
+        // each placed clip must start one final and end one.
+        for (start, end) in &placed {
+            let inside: Vec<&&Job> = f
+                .iter()
+                .filter(|j| j.start_ms + 200 >= *start && j.end_ms <= end + 200)
+                .collect();
+            assert!(!inside.is_empty(), "no final in {start}..{end}: {f:?}");
+            assert!(
+                inside.iter().any(|j| j.start_ms.abs_diff(*start) <= 200),
+                "start {start}: {f:?}"
+            );
+            assert!(
+                inside.iter().any(|j| j.end_ms.abs_diff(*end) <= 200),
+                "end {end}: {f:?}"
+            );
+        }
+        // Nothing outside the placed speech.
+        for j in &f {
+            assert!(
+                placed
+                    .iter()
+                    .any(|(a, b)| j.start_ms + 200 >= *a && j.end_ms <= b + 200),
+                "{j:?} outside {placed:?}"
+            );
+        }
+        // Utterance indices count up from 0 in order, one final each.
+        for (i, j) in f.iter().enumerate() {
+            assert_eq!(j.utterance, i as u64, "{f:?}");
+        }
+        // The aishell clip has no pause long enough to split it.
+        assert!(
+            f.iter()
+                .filter(|j| j.start_ms.abs_diff(placed[0].0) <= 200)
+                .all(|j| j.end_ms.abs_diff(placed[0].1) <= 200),
+            "{f:?}"
+        );
+        // Padded audio: pre- and post-pad around the utterance.
+        let first = f[0];
+        let expect = (first.end_ms - first.start_ms + 200 + 300) * 16;
+        assert_eq!(first.audio.len() as u64, expect, "{first:?}");
+    }
+
+    #[test]
+    fn partials_come_every_interval_while_open() {
+        let (pcm, _) = call();
+        let mut s = Stream::new(StreamConfig::default());
+        let jobs = run(&mut s, &pcm, 160);
+        let partials: Vec<&Job> = jobs.iter().filter(|j| j.kind == JobKind::Partial).collect();
+        assert!(!partials.is_empty());
+        for f in finals(&jobs) {
+            let mine: Vec<&&Job> = partials
+                .iter()
+                .filter(|p| p.utterance == f.utterance)
+                .collect();
+            for (i, p) in mine.iter().enumerate() {
+                assert_eq!(p.revision, i as u32, "{mine:?}");
+                assert_eq!(p.start_ms, f.start_ms);
+                assert!(p.end_ms <= f.end_ms + 700, "{p:?} {f:?}");
+                // Pre-pad plus the audio so far.
+                assert_eq!(p.audio.len() as u64, (p.end_ms - p.start_ms + 200) * 16);
+            }
+            // One interval (63 frames) apart, or whole intervals when a tick was skipped
+            // for want of new speech.
+            for w in mine.windows(2) {
+                let gap = w[1].end_ms - w[0].end_ms;
+                assert!(gap >= 1000 && gap % 1008 == 0, "{mine:?}");
+            }
+            assert_eq!(f.revision as usize, mine.len());
+            let dur = f.end_ms - f.start_ms;
+            if dur >= 1600 {
+                assert!(
+                    mine.len() as u64 >= dur / 1000 - 1,
+                    "{dur} ms, {} partials",
+                    mine.len()
+                );
+            }
+            // Every partial of an utterance comes before its final.
+            let fpos = jobs.iter().position(|j| std::ptr::eq(j, f)).unwrap();
+            for p in &mine {
+                let ppos = jobs.iter().position(|j| std::ptr::eq(j, **p)).unwrap();
+                assert!(ppos < fpos);
+            }
+        }
+    }
+
+    #[test]
+    fn silence_and_line_noise_give_no_jobs() {
+        let mut s = Stream::new(StreamConfig::default());
+        assert!(run(&mut s, &silence(60_000), 160).is_empty());
+
+        // -50 dBFS white noise (rms) plus a 50 Hz hum at the same level.
+        let mut seed = 12345u64;
+        let amp = 10f32.powf(-50.0 / 20.0) * 3f32.sqrt();
+        let hum = 10f32.powf(-50.0 / 20.0) * 2f32.sqrt();
+        let pcm: Vec<i16> = (0..8000 * 60)
+            .map(|i| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let n = ((seed >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 2.0 * amp;
+                let h = hum * (2.0 * std::f32::consts::PI * 50.0 * i as f32 / 8000.0).sin();
+                crate::audio::f32_to_i16(n + h)
+            })
+            .collect();
+        let mut s = Stream::new(StreamConfig::default());
+        let jobs = run(&mut s, &pcm, 160);
+        assert!(jobs.is_empty(), "{jobs:?}");
+    }
+
+    #[test]
+    fn buffer_stays_bounded_over_two_hours() {
+        let mut s = Stream::new(StreamConfig::default());
+        let minute = silence(60_000);
+        let mut most = 0;
+        for _ in 0..120 {
+            for c in minute.chunks(480) {
+                s.push_8k(c);
+                most = most.max(s.buffered_samples());
+            }
+            assert!(s.poll().is_none());
+        }
+        assert_eq!(s.position_ms(), 2 * 3600 * 1000);
+        // Idle: only the pre-pad, the onset and a block of input.
+        assert!(most < 16 * 1000, "{most}");
+    }
+
+    #[test]
+    fn buffer_stays_bounded_through_speech() {
+        let cfg = StreamConfig {
+            endpoint: EndpointConfig {
+                max_utterance_ms: 3000,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut s = Stream::new(cfg);
+        let bound = s.max_buffered_samples();
+        let clip = speech_8k("en_jfk.wav");
+        let mut most = 0;
+        let mut finals = 0;
+        for _ in 0..5 {
+            for c in clip.chunks(160) {
+                s.push_8k(c);
+                most = most.max(s.buffered_samples());
+                while let Some(j) = s.poll() {
+                    finals += (j.kind == JobKind::Final) as usize;
+                    assert!(j.end_ms - j.start_ms <= 3000, "{j:?}");
+                }
+            }
+        }
+        assert!(most <= bound, "{most} > {bound}");
+        assert!(finals >= 5);
+    }
+
+    #[test]
+    fn long_utterance_split_gives_two_finals_that_meet() {
+        let cfg = StreamConfig {
+            endpoint: EndpointConfig {
+                max_utterance_ms: 6000,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        // This reading runs past 6 s without a 600 ms pause.
+        let clip = speech_8k("en_librivox_sas_0870.wav");
+        let mut pcm = silence(1000);
+        pcm.extend(&clip);
+        pcm.extend(silence(2000));
+        let mut s = Stream::new(cfg);
+        let jobs = run(&mut s, &pcm, 160);
+        let f = finals(&jobs);
+        assert!(f.len() >= 2, "{f:?}");
+        assert_eq!(f[0].end_ms, f[1].start_ms, "{f:?}");
+        // The first part has its pre-pad only; the second starts at the split.
+        assert_eq!(
+            f[0].audio.len() as u64,
+            (f[0].end_ms - f[0].start_ms + 200) * 16
+        );
+        assert!(f[1].audio.len() as u64 >= (f[1].end_ms - f[1].start_ms) * 16);
+        assert!(f[1].audio.len() as u64 <= (f[1].end_ms - f[1].start_ms + 300) * 16);
+    }
+
+    #[test]
+    fn chunk_size_does_not_change_the_jobs() {
+        let (pcm, _) = call();
+        let one = run(&mut Stream::new(StreamConfig::default()), &pcm, 1);
+        let many = run(&mut Stream::new(StreamConfig::default()), &pcm, 480);
+        let odd = run(&mut Stream::new(StreamConfig::default()), &pcm, 4801);
+        assert!(!one.is_empty());
+        assert!(one == many, "{one:?}\n{many:?}");
+        assert!(one == odd, "{one:?}\n{odd:?}");
+    }
+
+    #[test]
+    fn an_utterance_shown_in_partials_always_gets_a_final() {
+        // The endpointer drops every utterance as too little speech here; the one that
+        // already showed partials must still be closed by a final, the short one that
+        // showed none leaves no trace.
+        let cfg = StreamConfig {
+            endpoint: EndpointConfig {
+                min_speech_ms: 60_000,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let clip = speech_8k("zh_aishell1_S0724W0121.wav");
+        let mut pcm = silence(1000);
+        pcm.extend(&clip);
+        pcm.extend(silence(2000));
+        pcm.extend(&clip[..2400]);
+        pcm.extend(silence(2000));
+        let jobs = run(&mut Stream::new(cfg), &pcm, 160);
+        let f = finals(&jobs);
+        assert_eq!(f.len(), 1, "{jobs:?}");
+        assert!(jobs.iter().all(|j| j.utterance == 0), "{jobs:?}");
+        let partials = jobs.len() - 1;
+        assert!(partials >= 2, "{jobs:?}");
+        assert_eq!(f[0].revision as usize, partials);
+        let end = 1000 + clip.len() as u64 / 8;
+        assert!(f[0].end_ms.abs_diff(end) <= 200, "{f:?}");
+    }
+
+    #[test]
+    fn finish_closes_an_open_utterance() {
+        let clip = speech_8k("zh_aishell1_S0724W0121.wav");
+        let mut pcm = silence(500);
+        pcm.extend(&clip);
+        let mut s = Stream::new(StreamConfig::default());
+        let jobs = run(&mut s, &pcm, 160);
+        let f = finals(&jobs);
+        assert_eq!(f.len(), 1, "{f:?}");
+        let end = pcm.len() as u64 / 8;
+        assert!(f[0].end_ms.abs_diff(end) <= 200, "{f:?}");
+        // Post-pad is what the call had: nothing after the last sample.
+        assert!(f[0].audio.len() as u64 <= (end - f[0].start_ms + 200) * 16 + 16);
+        // Pushing after finish changes nothing.
+        s.push_8k(&clip);
+        assert!(s.poll().is_none());
+    }
+}
