@@ -167,6 +167,10 @@ rtp_timeout_s = 30
 record = $RECORD
 greeting = "$greeting"
 inband_dtmf = $INBAND_DTMF
+
+# The media plane alone: whisper capacity is benches/asr_load.sh's.
+[asr]
+enabled = false
 EOF
     ${NICE:+nice -n "$NICE"} "$BIN" serve --sip 127.0.0.1:0 --http off --data "$dir/data" --config "$dir/hotline.toml" \
         --grace-s 5 >"$dir/ready" 2>"$dir/gateway.log" &

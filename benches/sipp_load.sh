@@ -56,7 +56,9 @@ stat() {
 # Starts a gateway; sets gw_pid and target (its UDP address).
 start_gateway() {
     local dir=$1
-    "$BIN" serve --sip 127.0.0.1:0 --http off --data "$dir/data" --grace-s 0 \
+    # Signalling capacity: live transcripts off (benches/asr_load.sh measures those).
+    printf '[asr]\nenabled = false\n' >"$dir/hotline.toml"
+    "$BIN" serve --sip 127.0.0.1:0 --http off --data "$dir/data" --config "$dir/hotline.toml" --grace-s 0 \
         >"$dir/ready" 2>"$dir/gateway.log" &
     gw_pid=$!
     for _ in $(seq 100); do

@@ -239,10 +239,31 @@ fn details(c: &CallRecord) -> String {
         ),
     ];
     let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
-    fields
+    let mut out: String = fields
         .iter()
         .map(|(k, v)| format!("{:<width$} {v}\n", format!("{k}:")))
-        .collect()
+        .collect();
+    if c.segments.is_empty() {
+        out.push_str(&format!("{:<width$} -\n", "transcript:"));
+    } else {
+        out.push_str("transcript:\n");
+        for s in &c.segments {
+            out.push_str(&format!(
+                "  [{} - {}] {:<7} {}\n",
+                clock(s.start_ms),
+                clock(s.end_ms),
+                s.channel,
+                s.text
+            ));
+        }
+    }
+    out
+}
+
+/// `m:ss.t` from milliseconds.
+fn clock(ms: i64) -> String {
+    let ms = ms.max(0);
+    format!("{}:{:02}.{}", ms / 60_000, ms / 1000 % 60, ms / 100 % 10)
 }
 
 #[cfg(test)]
@@ -262,6 +283,13 @@ mod tests {
         assert_eq!(caller("张三 <sip:张三@x>"), "张三");
         assert_eq!(caller(""), "");
         assert_eq!(caller(">garbage<"), ">garbage<");
+    }
+
+    #[test]
+    fn transcript_clock() {
+        assert_eq!(clock(0), "0:00.0");
+        assert_eq!(clock(65_950), "1:05.9");
+        assert_eq!(clock(-5), "0:00.0");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::{TELEPHONE_RATE, WHISPER_RATE};
 pub struct StreamConfig {
     pub vad: VadConfig,
     pub endpoint: EndpointConfig,
-    /// Audio between two partial decodes of an open utterance.
+    /// Audio between two partial decodes of an open utterance; 0: no partials.
     pub partial_interval_ms: u64,
     /// No partial before the utterance holds this much speech: whisper on a syllable or
     /// two mostly guesses, and the guess would flash on screen.
@@ -414,7 +414,8 @@ impl Stream {
     }
 
     fn maybe_partial(&mut self) {
-        if !self.pending.is_empty() {
+        // Zero turns partials off (finals only).
+        if !self.pending.is_empty() || self.cfg.partial_interval_ms == 0 {
             return;
         }
         let frames = self.frames;

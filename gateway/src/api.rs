@@ -1,21 +1,23 @@
 //! The HTTP API (axum): health for load balancers and systemd, metrics,
-//! and the call records. The QA page and live transcripts join it later.
+//! the call records and the live transcript feed. The QA page joins it later.
 
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::serve::Snapshot;
 use crate::store::Store;
+use crate::transcript::{LiveSegment, TranscriptStats};
 use crate::transport::TransportStats;
 
 #[derive(Clone)]
@@ -23,6 +25,8 @@ pub struct ApiState {
     pub data_dir: PathBuf,
     pub snapshot: watch::Receiver<Snapshot>,
     pub transport: Arc<TransportStats>,
+    pub live: broadcast::Sender<LiveSegment>,
+    pub asr: Option<Arc<TranscriptStats>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -31,6 +35,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/calls", get(list_calls))
         .route("/api/calls/{id}", get(show_call))
+        .route("/api/live", get(live))
         .with_state(state)
 }
 
@@ -124,7 +129,73 @@ async fn metrics(State(s): State<ApiState>) -> String {
         "gauge",
         t.tcp_open.load(Ordering::Relaxed) as u64,
     );
+    if let Some(q) = &snap.asr {
+        line("asr_jobs_queued_total", "counter", q.queued);
+        line("asr_jobs_done_total", "counter", q.done);
+        line("asr_partials_shed_total", "counter", q.partials_shed);
+        line("asr_finals_dropped_total", "counter", q.finals_dropped);
+        line("asr_queued_finals", "gauge", q.queued_finals as u64);
+        line("asr_queued_partials", "gauge", q.queued_partials as u64);
+    }
+    if let Some(a) = &s.asr {
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        line("asr_finals_stored_total", "counter", n(&a.finals_stored));
+        line("asr_finals_empty_total", "counter", n(&a.finals_empty));
+        line(
+            "asr_partials_published_total",
+            "counter",
+            n(&a.partials_published),
+        );
+        line("asr_partials_stale_total", "counter", n(&a.partials_stale));
+        line("asr_decode_errors_total", "counter", n(&a.decode_errors));
+        line(
+            "asr_final_latency_ms_sum",
+            "counter",
+            n(&a.final_latency_ms_sum),
+        );
+    }
     out
+}
+
+/// Partial and final segments of every call as they are decoded: JSON lines
+/// (`application/x-ndjson`), or Server-Sent Events when the client accepts
+/// `text/event-stream` (a browser's EventSource). A client too slow for the
+/// feed gets `{"kind":"lagged","missed":N}` and continues from the present.
+async fn live(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    let sse = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"));
+    let rx = s.live.subscribe();
+    let frames = futures_util::stream::unfold(rx, move |mut rx| async move {
+        let line = match rx.recv().await {
+            Ok(seg) => serde_json::to_string(&seg).ok()?,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                serde_json::json!({ "kind": "lagged", "missed": missed }).to_string()
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        let frame = if sse {
+            format!("data: {line}\n\n")
+        } else {
+            format!("{line}\n")
+        };
+        Some((Ok::<_, std::convert::Infallible>(frame), rx))
+    });
+    let content_type = if sse {
+        "text/event-stream"
+    } else {
+        "application/x-ndjson"
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(frames),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]

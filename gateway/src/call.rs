@@ -129,6 +129,23 @@ pub enum CallEvent {
         id: CallId,
         stats: RtpStats,
     },
+    /// A final transcript of one utterance (partials go only to the live feed).
+    Segment {
+        id: CallId,
+        /// `caller` or `gateway`.
+        channel: &'static str,
+        /// Utterance number on that side (0, 1, ...).
+        utterance: u64,
+        /// Milliseconds from the answer (the recording's time zero).
+        start_ms: u64,
+        end_ms: u64,
+        text: String,
+        /// When the end of the utterance was decided (the final's latency
+        /// runs from here to when the store writes it).
+        eou_at: SystemTime,
+        /// Time whisper spent on the final decode (queueing excluded).
+        decode_ms: u64,
+    },
 }
 
 /// What the media plane measured for one call.
@@ -156,7 +173,8 @@ impl CallEvent {
             | CallEvent::Media { id, .. }
             | CallEvent::Digit { id, .. }
             | CallEvent::Recording { id, .. }
-            | CallEvent::RtpStats { id, .. } => id,
+            | CallEvent::RtpStats { id, .. }
+            | CallEvent::Segment { id, .. } => id,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! One call's media: a tokio task that owns the call's RTP/RTCP sockets and
 //! drives the sans-IO cores (RTP session, jitter buffer, DTMF receivers,
-//! prompt player, recorder handle) on a 20 ms tick. It only moves bytes and
-//! time; every decision is in those cores.
+//! recorder handle) on a 20 ms tick. It only moves bytes and time; every
+//! decision is in those cores. The prompt player is shared with the one
+//! pacing thread ([`crate::media::pacer`]) that sends every call's frames.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -16,14 +17,15 @@ use crate::codec::Codec;
 use crate::dtmf::inband::{InbandConfig, InbandDetector};
 use crate::dtmf::rfc4733::{ReceiverConfig, Rfc4733Receiver};
 use crate::dtmf::{Digit, DigitDeduper, DigitEvent, DigitSource};
-use crate::media::player::{PlayOptions, Player, PlayerConfig};
+use crate::media::pacer::{self, Outbound, Pacer, PacerHandle, SentFrames, SharedOutbound};
+use crate::media::player::{self as player, PlayOptions, Player, PlayerConfig, RtpStart};
 use crate::media::prompt_cache::Pcm;
 use crate::media::recorder::{Channel, RecordingHandle};
 use crate::rtp::jitter::{Concealer, JitterBuffer, JitterConfig, Playout};
-use crate::rtp::packet::{self, RtpHeader};
-use crate::rtp::rtcp::{self, ReceptionStats, SenderStats};
+use crate::rtp::rtcp::{self, ReceptionStats};
 use crate::rtp::session::{Accepted, RtpSession, SessionConfig, Verdict};
 use crate::sdp::{Answer, G711};
+use crate::transcript::{CallTranscript, Transcriber};
 
 /// Even RTP ports (RTCP on +1) handed out in rotation.
 pub struct PortPool {
@@ -36,6 +38,8 @@ pub struct PortPool {
 /// A call's bound media sockets, before and during the call.
 pub struct MediaSockets {
     pub rtp: UdpSocket,
+    /// The same RTP socket for the pacing thread, which sends without tokio.
+    pub rtp_tx: std::net::UdpSocket,
     pub rtcp: UdpSocket,
     pub port: u16,
 }
@@ -70,11 +74,17 @@ impl PortPool {
             if self.in_use.contains(&port) || port.checked_add(1).is_none() {
                 continue;
             }
-            let (Some(rtp), Some(rtcp)) = (bind(ip, port), bind(ip, port + 1)) else {
+            let (Some((rtp, rtp_tx)), Some((rtcp, _))) = (bind(ip, port), bind(ip, port + 1))
+            else {
                 continue;
             };
             self.in_use.insert(port);
-            return Some(MediaSockets { rtp, rtcp, port });
+            return Some(MediaSockets {
+                rtp,
+                rtp_tx,
+                rtcp,
+                port,
+            });
         }
         None
     }
@@ -84,10 +94,12 @@ impl PortPool {
     }
 }
 
-fn bind(ip: IpAddr, port: u16) -> Option<UdpSocket> {
+/// A non-blocking socket for tokio and a clone of it for plain threads.
+fn bind(ip: IpAddr, port: u16) -> Option<(UdpSocket, std::net::UdpSocket)> {
     let s = std::net::UdpSocket::bind(SocketAddr::new(ip, port)).ok()?;
     s.set_nonblocking(true).ok()?;
-    UdpSocket::from_std(s).ok()
+    let clone = s.try_clone().ok()?;
+    Some((UdpSocket::from_std(s).ok()?, clone))
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +170,10 @@ pub struct MediaTask {
     pub recording: Option<RecordingHandle>,
     pub greeting: Option<Pcm>,
     pub seed: u64,
+    pub pacer: PacerHandle,
+    /// This call's key with the pacer.
+    pub key: u64,
+    pub transcript: Option<CallTranscript>,
 }
 
 const FRAME: Duration = Duration::from_millis(20);
@@ -173,14 +189,21 @@ struct State {
     jitter: JitterBuffer<Vec<u8>>,
     concealer: Concealer,
     reception: Option<ReceptionStats>,
-    sender: SenderStats,
     rfc4733: Rfc4733Receiver,
     inband: Option<InbandDetector>,
     dedupe: DigitDeduper,
     /// Presses started but not ended: key -> offset of the start.
     open_presses: Vec<(char, DigitSource, u64)>,
-    player: Player,
+    /// The player and the send side, shared with the pacer.
+    out: SharedOutbound,
+    pacer: PacerHandle,
+    key: u64,
+    rtp_start: RtpStart,
+    /// Where the pacer was last told to send.
+    sent_to: Option<SocketAddr>,
+    sent: SentFrames,
     recording: Option<RecordingHandle>,
+    transcript: Option<CallTranscript>,
     /// Caller audio position, in samples from `start` (one frame per tick).
     caller_pos: u64,
     /// Samples per caller packet: the jitter buffer's frame and the tick.
@@ -193,8 +216,6 @@ struct State {
     /// Telephone-event packets received (see `final_stats`).
     te_packets: u64,
     pcm: Vec<i16>,
-    out: Vec<u8>,
-    payload: Vec<u8>,
     events: Vec<CallEvent>,
 }
 
@@ -203,8 +224,24 @@ impl State {
         now.saturating_duration_since(self.start).as_millis() as u64
     }
 
+    fn with_player<R>(&self, f: impl FnOnce(&mut Player) -> R) -> R {
+        let r = f(&mut pacer::lock(&self.out).player);
+        self.pacer.wake(self.key);
+        r
+    }
+
+    /// Tells the pacer about a new destination (latching, re-INVITE).
+    fn sync_destination(&mut self) {
+        let to = self.session.send_to();
+        if to != self.sent_to {
+            self.sent_to = to;
+            pacer::lock(&self.out).to = to;
+        }
+    }
+
     fn apply(&mut self, a: &Answer, strict: bool, now: Instant) {
         self.codec = codec_of(a);
+        pacer::lock(&self.out).codec = self.codec;
         self.te_pt = a.telephone_event_pt;
         if self.hold != a.hold {
             // Inactivity is measured from the hold change, not from the last
@@ -216,7 +253,6 @@ impl State {
         if samples != self.frame_samples {
             self.retime(samples);
         }
-        self.player.set_hold(a.hold);
         self.session.set_remote(SessionConfig {
             remote_rtp: a.remote_rtp,
             remote_rtcp: a
@@ -225,6 +261,8 @@ impl State {
             strict_source: strict,
             ..SessionConfig::default()
         });
+        self.sync_destination();
+        self.with_player(|p| p.set_hold(a.hold));
     }
 
     /// One press seen by any path. Starts barge in; ends go to the record.
@@ -235,7 +273,7 @@ impl State {
             if !self.dedupe.admit(&d) {
                 return;
             }
-            self.player.barge_in();
+            self.with_player(Player::barge_in);
             self.open_presses.push((ev.digit, source, at));
             return;
         }
@@ -279,8 +317,11 @@ impl State {
         };
         self.last_rtp = now;
         self.rtp_stats.rx_packets += 1;
+        if self.session.send_to() != self.sent_to {
+            self.sync_destination();
+        }
         let h = &packet.header;
-        let arrival = self.player.timestamp_at(now);
+        let arrival = player::timestamp_at(self.start, self.rtp_start.ts, now);
         let rs = self
             .reception
             .get_or_insert_with(|| ReceptionStats::new(h.ssrc));
@@ -315,8 +356,22 @@ impl State {
         );
     }
 
+    /// Records what the pacer sent since the last look.
+    fn take_sent(&mut self) {
+        pacer::lock(&self.out).take_sent(&mut self.sent);
+        for (slot, pcm) in self.sent.iter() {
+            if let Some(r) = &mut self.recording {
+                r.push(Channel::Right, slot * SAMPLES as u64, pcm);
+            }
+            if let Some(t) = &mut self.transcript {
+                t.gateway(slot, pcm);
+            }
+        }
+    }
+
     /// One 20 ms playout step of the caller's audio.
     fn tick(&mut self, now: Instant) {
+        self.take_sent();
         self.pcm.clear();
         match self.jitter.pop(now) {
             Some(Playout::Frame { payload, .. }) => {
@@ -338,6 +393,9 @@ impl State {
         if let Some(r) = &mut self.recording {
             r.push(Channel::Left, self.caller_pos, &self.pcm);
         }
+        if let Some(t) = &mut self.transcript {
+            t.caller(&self.pcm);
+        }
         self.caller_pos += self.pcm.len() as u64;
         if let Some(t) = self.rfc4733.poll_timeout().filter(|t| *t <= now) {
             if let Some(ev) = self.rfc4733.on_timeout(t) {
@@ -348,19 +406,21 @@ impl State {
 
     fn rtcp_report(&mut self, now: Instant) -> Vec<u8> {
         let mut out = Vec::with_capacity(128);
-        let ssrc = self.player.ssrc();
+        let ssrc = self.rtp_start.ssrc;
+        let sender = pacer::lock(&self.out).sender;
         let blocks: Vec<_> = self
             .reception
             .as_mut()
             .map(|r| r.report_block(now))
             .into_iter()
             .collect();
-        if self.sender.packets > 0 {
+        if sender.packets > 0 {
             let sr = rtcp::SenderReport {
                 ssrc,
-                info: self
-                    .sender
-                    .sender_info(SystemTime::now(), self.player.timestamp_at(now)),
+                info: sender.sender_info(
+                    SystemTime::now(),
+                    player::timestamp_at(self.start, self.rtp_start.ts, now),
+                ),
                 blocks,
             };
             rtcp::write_sr(&sr, &mut out);
@@ -375,7 +435,7 @@ impl State {
     fn final_stats(&mut self) -> RtpStats {
         let j = self.jitter.stats();
         let mut s = self.rtp_stats.clone();
-        s.tx_packets = u64::from(self.sender.packets);
+        s.tx_packets = u64::from(pacer::lock(&self.out).sender.packets);
         // The jitter buffer sees audio packets only, so each sequence number
         // an RFC 4733 event packet took reads there as a lost audio frame;
         // those are not loss. (RFC 3550 A.3 counting over the whole stream
@@ -405,6 +465,9 @@ impl MediaTask {
             recording,
             greeting,
             seed,
+            pacer,
+            key,
+            transcript,
         } = self;
         let start = Instant::now();
         let player = match Player::new(PlayerConfig::default(), seed, start) {
@@ -420,6 +483,8 @@ impl MediaTask {
                 return;
             }
         };
+        let rtp_start = player.rtp_start();
+        let out = Arc::new(std::sync::Mutex::new(Outbound::new(player, Codec::Pcmu)));
         let mut st = State {
             id: id.clone(),
             start,
@@ -433,30 +498,36 @@ impl MediaTask {
             jitter_cfg: cfg.jitter.clone(),
             retimed: false,
             reception: None,
-            sender: SenderStats::default(),
             rfc4733: Rfc4733Receiver::new(ReceiverConfig::default()),
             inband: cfg
                 .inband_dtmf
                 .then(|| InbandDetector::new(InbandConfig::default())),
             dedupe: DigitDeduper::default(),
             open_presses: Vec::new(),
-            player,
+            out: out.clone(),
+            pacer: pacer.clone(),
+            key,
+            rtp_start,
+            sent_to: None,
+            sent: SentFrames::default(),
             recording,
+            transcript,
             caller_pos: 0,
             last_rtp: start,
             rtp_stats: RtpStats::default(),
             te_packets: 0,
             pcm: Vec::with_capacity(SAMPLES),
-            out: Vec::with_capacity(SAMPLES + 12),
-            payload: Vec::with_capacity(SAMPLES),
             events: Vec::new(),
         };
         if let Some(a) = &answer {
             st.apply(a, cfg.strict_source, start);
         }
         if let Some(pcm) = greeting {
-            st.player.play(pcm, PlayOptions { barge_in: true });
+            pacer::lock(&out)
+                .player
+                .play(pcm, PlayOptions { barge_in: true });
         }
+        pacer.add(key, out, sockets.rtp_tx);
         if let Some(r) = &st.recording {
             st.events.push(CallEvent::Recording {
                 id: id.clone(),
@@ -483,14 +554,14 @@ impl MediaTask {
                 cmd = cmds.recv() => match cmd {
                     Some(MediaCmd::Update(a)) => st.apply(&a, cfg.strict_source, Instant::now()),
                     Some(MediaCmd::Play { pcm, barge_in }) => {
-                        st.player.play(pcm, PlayOptions { barge_in });
+                        st.with_player(|p| p.play(pcm, PlayOptions { barge_in }));
                     }
                     Some(MediaCmd::InfoDigit { key, duration_ms }) => {
                         let now = Instant::now();
                         let at = st.at_ms(now);
                         if let Some(d) = Digit::from_info(key, duration_ms, at) {
                             if st.dedupe.admit(&d) {
-                                st.player.barge_in();
+                                st.with_player(Player::barge_in);
                                 st.events.push(CallEvent::Digit {
                                     id: id.clone(),
                                     key: d.key,
@@ -503,15 +574,9 @@ impl MediaTask {
                     }
                     Some(MediaCmd::Stop) | None => break,
                 },
-                // Our packets go out on the player's own schedule, whatever
-                // the caller's packet size.
-                _ = sleep_until_opt(st.player.next_wake()) => {
-                    send_due(&mut st, &sockets.rtp, Instant::now());
-                }
                 _ = tick.tick() => {
                     let now = Instant::now();
                     st.tick(now);
-                    send_due(&mut st, &sockets.rtp, now);
                     if now >= next_rtcp {
                         next_rtcp = now + cfg.rtcp_interval;
                         if let Some(to) = st.session.rtcp_send_to() {
@@ -538,6 +603,13 @@ impl MediaTask {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             }
         }
+        // The pacer closes its socket clone when it sees this; the port is
+        // only reused once that has happened or the bind is retried elsewhere.
+        st.pacer.remove(st.key);
+        st.take_sent();
+        if let Some(t) = st.transcript.take() {
+            t.finish();
+        }
         let stats = st.final_stats();
         let mut tail = std::mem::take(&mut st.events);
         tail.push(CallEvent::RtpStats {
@@ -563,37 +635,6 @@ impl MediaTask {
     }
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Sends every player frame that is due: encode, packetise, record.
-fn send_due(st: &mut State, sock: &UdpSocket, now: Instant) {
-    let to = st.session.send_to();
-    let codec = st.codec;
-    while let Some(f) = st.player.poll(now) {
-        let pos = f.slot * SAMPLES as u64;
-        if let Some(r) = &mut st.recording {
-            r.push(Channel::Right, pos, f.pcm);
-        }
-        st.payload.clear();
-        codec.encode(f.pcm, &mut st.payload);
-        let mut h = RtpHeader::new(codec.static_pt(), f.seq, f.ts, f.ssrc);
-        h.marker = f.marker;
-        st.out.clear();
-        packet::write(&h, &st.payload, &mut st.out);
-        if let Some(to) = to {
-            if sock.try_send_to(&st.out, to).is_ok() {
-                st.sender.on_sent(st.payload.len());
-            }
-        }
-    }
-    while st.player.poll_event().is_some() {}
-}
-
 pub type SharedPcm = Arc<[i16]>;
 
 /// Every call's media on this gateway: port allocation, the media tasks,
@@ -611,6 +652,9 @@ pub struct MediaPlane {
     data_dir: std::path::PathBuf,
     greeting: Option<Pcm>,
     seed: u64,
+    pacer: Pacer,
+    next_key: u64,
+    transcriber: Option<Transcriber>,
 }
 
 /// Commands queued per call: a handful of updates and digits at most.
@@ -620,8 +664,10 @@ impl MediaPlane {
     pub fn new(
         settings: &crate::config::Config,
         bus: mpsc::Sender<CallEvent>,
-    ) -> (MediaPlane, mpsc::Receiver<MediaNote>) {
+        transcriber: Option<Transcriber>,
+    ) -> std::io::Result<(MediaPlane, mpsc::Receiver<MediaNote>)> {
         let m = &settings.media;
+        let pacer = Pacer::spawn(m.realtime_pacer)?;
         let recordings = settings.data_dir.join("recordings");
         if m.record {
             match crate::media::recorder::repair_dir(&recordings) {
@@ -673,8 +719,16 @@ impl MediaPlane {
                     .try_into()
                     .unwrap_or([7; 8]),
             ),
+            pacer,
+            next_key: 0,
+            transcriber,
         };
-        (plane, notes_rx)
+        Ok((plane, notes_rx))
+    }
+
+    /// The whisper pool's queue, when live transcripts are on.
+    pub fn asr_stats(&self) -> Option<hotline_asr::pool::Stats> {
+        self.transcriber.as_ref().map(Transcriber::pool_stats)
     }
 
     pub fn calls(&self) -> usize {
@@ -732,7 +786,11 @@ impl MediaPlane {
             recording,
             greeting: self.greeting.clone(),
             seed: self.seed,
+            pacer: self.pacer.handle(),
+            key: self.next_key,
+            transcript: self.transcriber.as_ref().map(|t| t.call(&id.to_string())),
         };
+        self.next_key += 1;
         self.active.insert(id.to_string(), tx);
         tokio::spawn(task.run());
     }
@@ -784,6 +842,10 @@ impl MediaPlane {
         }
         if let Some(pool) = self.recorder.take() {
             let _ = tokio::task::spawn_blocking(move || pool.shutdown()).await;
+        }
+        // Every task has finished its streams: decode the finals still queued.
+        if let Some(t) = self.transcriber.take() {
+            let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
         }
     }
 }

@@ -66,6 +66,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub sip: SipConfig,
     pub media: MediaConfig,
+    pub asr: AsrConfig,
     pub http: HttpConfig,
 }
 
@@ -75,6 +76,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             sip: SipConfig::default(),
             media: MediaConfig::default(),
+            asr: AsrConfig::default(),
             http: HttpConfig::default(),
         }
     }
@@ -99,6 +101,9 @@ pub struct MediaConfig {
     pub inband_dtmf: bool,
     /// Accept RTP only from the IP address in the caller's SDP.
     pub strict_source: bool,
+    /// Run the thread that sends every call's RTP at real-time priority (needs
+    /// CAP_SYS_NICE; without it the thread runs at normal priority).
+    pub realtime_pacer: bool,
 }
 
 impl Default for MediaConfig {
@@ -111,7 +116,108 @@ impl Default for MediaConfig {
             greeting: PathBuf::from("ivr-scripts/prompts/welcome.wav"),
             inband_dtmf: true,
             strict_source: false,
+            realtime_pacer: true,
         }
+    }
+}
+
+/// Live transcripts: whisper on both sides of every answered call.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AsrConfig {
+    pub enabled: bool,
+    /// A model name (`base`, `tiny.en`, ...: fetched with `hotline model fetch`) or the
+    /// path of a ggml model file.
+    pub model: String,
+    /// `zh`, `en` or `auto`.
+    pub language: String,
+    /// Which sides of a call are transcribed: `caller`, `gateway` (the prompts, later
+    /// the agent), or both.
+    pub channels: Vec<String>,
+    /// Whisper states decoding in parallel; 0 = one per core.
+    pub workers: usize,
+    /// CPU threads of each decode; 0 = the cores shared out between the workers.
+    /// workers × threads above the core count makes every decode several times
+    /// slower (whisper's threads spin while they wait for each other).
+    pub threads: usize,
+    /// Beam width of final decodes (partials are always greedy).
+    pub final_beam: u32,
+    /// Re-decode an open utterance this often, for partial transcripts; 0 = no partials.
+    pub partial_interval_ms: u64,
+    /// Silence that ends an utterance.
+    pub end_silence_ms: u64,
+    /// A longer utterance is split at its quietest point.
+    pub max_utterance_ms: u64,
+}
+
+impl Default for AsrConfig {
+    fn default() -> Self {
+        AsrConfig {
+            enabled: true,
+            model: "base".into(),
+            language: "zh".into(),
+            channels: vec!["caller".into(), "gateway".into()],
+            workers: 0,
+            threads: 0,
+            final_beam: 5,
+            partial_interval_ms: 1000,
+            end_silence_ms: 600,
+            max_utterance_ms: 20_000,
+        }
+    }
+}
+
+impl AsrConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.model.trim().is_empty() {
+            return Err(invalid(&["asr.model"], "must name a model or a file"));
+        }
+        if self
+            .language
+            .parse::<hotline_asr::engine::Language>()
+            .is_err()
+        {
+            return Err(invalid(
+                &["asr.language"],
+                format!("`{}` is not one of zh, en, auto", self.language),
+            ));
+        }
+        let mut seen = Vec::new();
+        for c in &self.channels {
+            if c != "caller" && c != "gateway" {
+                return Err(invalid(
+                    &["asr.channels"],
+                    format!("`{c}` is not a channel (caller, gateway)"),
+                ));
+            }
+            if seen.contains(&c) {
+                return Err(invalid(&["asr.channels"], format!("`{c}` is listed twice")));
+            }
+            seen.push(c);
+        }
+        if self.workers > 64 || self.threads > 64 {
+            return Err(invalid(
+                &["asr.workers", "asr.threads"],
+                "asr.workers and asr.threads are at most 64",
+            ));
+        }
+        if !(1..=16).contains(&self.final_beam) {
+            return Err(invalid(&["asr.final_beam"], "must be 1 to 16"));
+        }
+        if self.partial_interval_ms != 0 && self.partial_interval_ms < 200 {
+            return Err(invalid(
+                &["asr.partial_interval_ms"],
+                "must be 0 (no partials) or at least 200",
+            ));
+        }
+        if !(100..=5000).contains(&self.end_silence_ms) {
+            return Err(invalid(&["asr.end_silence_ms"], "must be 100 to 5000"));
+        }
+        // Whisper sees 30 s at most; padding goes on top.
+        if !(2000..=28_000).contains(&self.max_utterance_ms) {
+            return Err(invalid(&["asr.max_utterance_ms"], "must be 2000 to 28000"));
+        }
+        Ok(())
     }
 }
 
@@ -414,6 +520,7 @@ impl Config {
                 ),
             ));
         }
+        self.asr.validate()?;
         if sip.t1_ms == 0 {
             return Err(invalid(&["sip.t1_ms"], "must be at least 1"));
         }

@@ -16,4 +16,5 @@ pub mod sdp;
 pub mod serve;
 pub mod sip;
 pub mod store;
+pub mod transcript;
 pub mod transport;

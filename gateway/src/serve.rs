@@ -15,7 +15,11 @@ use crate::sip::auth::Algorithm;
 use crate::sip::endpoint::{AuthSettings, Endpoint, EndpointConfig, Event, Output, Stats};
 use crate::sip::transaction::Timers;
 use crate::store::{self, Store, StoreError};
+use crate::transcript::Transcriber;
 use crate::transport::{Inbound, TransportConfig, Transports};
+
+/// Live segments buffered per `/api/live` client before it is told it lagged.
+const LIVE_QUEUE: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -28,6 +32,10 @@ pub enum ServeError {
     },
     #[error("call store writer failed: {0}")]
     Writer(String),
+    #[error("cannot start the media plane: {0}")]
+    Media(std::io::Error),
+    #[error("live transcripts: {0} (or set [asr] enabled = false)")]
+    Asr(#[from] crate::transcript::TranscriberError),
 }
 
 pub fn endpoint_config(cfg: &Config) -> EndpointConfig {
@@ -77,6 +85,8 @@ pub struct Snapshot {
     /// Calls with media reserved or running, and RTP port pairs bound.
     pub media_calls: usize,
     pub rtp_ports: usize,
+    /// The whisper pool's queue, when live transcripts are on.
+    pub asr: Option<hotline_asr::pool::Stats>,
 }
 
 fn os_seed() -> [u8; 32] {
@@ -125,6 +135,18 @@ pub async fn run(
         ready.push(format!("{}:{addr}", t.as_str()));
     }
 
+    let (live_tx, _) = tokio::sync::broadcast::channel(LIVE_QUEUE);
+    // The model loads before we listen for HTTP or say we are ready.
+    let transcriber = if cfg.asr.enabled {
+        Some(Transcriber::start(
+            &cfg.asr,
+            event_tx.clone(),
+            live_tx.clone(),
+        )?)
+    } else {
+        None
+    };
+    let asr_stats = transcriber.as_ref().map(|t| t.stats.clone());
     let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
     if let Some(addr) = cfg.http.listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -142,6 +164,8 @@ pub async fn run(
             data_dir: cfg.data_dir.clone(),
             snapshot: snap_rx,
             transport: tstats.clone(),
+            live: live_tx.clone(),
+            asr: asr_stats,
         });
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -150,7 +174,8 @@ pub async fn run(
         });
     }
     // Recordings left open by a crash are repaired before we say we are ready.
-    let (mut media, mut notes) = MediaPlane::new(&cfg, event_tx.clone());
+    let (mut media, mut notes) =
+        MediaPlane::new(&cfg, event_tx.clone(), transcriber).map_err(ServeError::Media)?;
     // One line on stdout that scripts and tests wait for.
     println!("hotline ready {}", ready.join(" "));
     tracing::info!(listen = %ready.join(" "), data = %cfg.data_dir.display(), "hotline serving");
@@ -269,6 +294,7 @@ pub async fn run(
                 draining: drain_until.is_some(),
                 media_calls: media.calls(),
                 rtp_ports: media.ports_in_use(),
+                asr: media.asr_stats(),
             });
         }
         if let Some(until) = drain_until {

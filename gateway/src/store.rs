@@ -59,6 +59,20 @@ const MIGRATIONS: &[&str] = &[
         duration_ms INTEGER
     );
     CREATE INDEX digits_call ON digits (call_id, at_ms);",
+    // 3: live transcripts: one row per final segment, written as it arrives.
+    "CREATE TABLE segments (
+        call_id   TEXT NOT NULL REFERENCES calls (id),
+        channel   TEXT NOT NULL,
+        utterance INTEGER NOT NULL,
+        start_ms  INTEGER NOT NULL,
+        end_ms    INTEGER NOT NULL,
+        text      TEXT NOT NULL,
+        final     INTEGER NOT NULL DEFAULT 1,
+        eou_at    INTEGER,
+        stored_at INTEGER NOT NULL,
+        decode_ms INTEGER
+    );
+    CREATE INDEX segments_call ON segments (call_id, start_ms);",
 ];
 
 /// Ends open calls (the caller adds the WHERE clause). The SIP status is the rejecting
@@ -202,6 +216,26 @@ pub struct CallRecord {
     pub rtp: Option<crate::call::RtpStats>,
     /// Key presses in order.
     pub digits: Vec<DigitRecord>,
+    /// Final transcript segments of both sides, by start time.
+    pub segments: Vec<SegmentRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SegmentRecord {
+    /// `caller` or `gateway`.
+    pub channel: String,
+    pub utterance: i64,
+    /// Milliseconds from the answer.
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub text: String,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// When the utterance's end was decided, and when this row was written.
+    pub eou_at: Option<UnixMillis>,
+    pub stored_at: UnixMillis,
+    /// Whisper's time on the final decode.
+    pub decode_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -243,6 +277,7 @@ fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
             .get::<_, Option<String>>(14)?
             .and_then(|s| serde_json::from_str(&s).ok()),
         digits: Vec::new(),
+        segments: Vec::new(),
     })
 }
 
@@ -423,6 +458,33 @@ impl Store {
                 CallEvent::Recording { id, path } => tx
                     .prepare_cached("UPDATE calls SET recording = ?2 WHERE id = ?1")?
                     .execute(params![id, path])?,
+                CallEvent::Segment {
+                    id,
+                    channel,
+                    utterance,
+                    start_ms,
+                    end_ms,
+                    text,
+                    eou_at,
+                    decode_ms,
+                } => tx
+                    .prepare_cached(
+                        "INSERT INTO segments
+                         (call_id, channel, utterance, start_ms, end_ms, text, final, eou_at, stored_at, decode_ms)
+                         SELECT ?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9
+                         WHERE EXISTS (SELECT 1 FROM calls WHERE id = ?1)",
+                    )?
+                    .execute(params![
+                        id,
+                        channel,
+                        i64::try_from(*utterance).unwrap_or(i64::MAX),
+                        i64::try_from(*start_ms).unwrap_or(i64::MAX),
+                        i64::try_from(*end_ms).unwrap_or(i64::MAX),
+                        text,
+                        millis(*eou_at),
+                        millis(SystemTime::now()),
+                        i64::try_from(*decode_ms).unwrap_or(i64::MAX)
+                    ])?,
                 CallEvent::RtpStats { id, stats } => tx
                     .prepare_cached("UPDATE calls SET rtp_stats = ?2 WHERE id = ?1")?
                     .execute(params![
@@ -488,6 +550,7 @@ impl Store {
         let mut calls = rows.collect::<Result<Vec<_>, _>>()?;
         for c in &mut calls {
             c.digits = self.digits_of(&c.id)?;
+            c.segments = self.segments_of(&c.id)?;
         }
         Ok(calls)
     }
@@ -508,10 +571,32 @@ impl Store {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    fn segments_of(&self, id: &str) -> Result<Vec<SegmentRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT channel, utterance, start_ms, end_ms, text, final, eou_at, stored_at, decode_ms
+             FROM segments WHERE call_id = ?1 ORDER BY start_ms, rowid",
+        )?;
+        let rows = stmt.query_map([id], |r| {
+            Ok(SegmentRecord {
+                channel: r.get(0)?,
+                utterance: r.get(1)?,
+                start_ms: r.get(2)?,
+                end_ms: r.get(3)?,
+                text: r.get(4)?,
+                is_final: r.get::<_, i64>(5)? != 0,
+                eou_at: r.get::<_, Option<i64>>(6)?.map(UnixMillis),
+                stored_at: UnixMillis(r.get(7)?),
+                decode_ms: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     fn with_digits(&self, call: Option<CallRecord>) -> Result<Option<CallRecord>, StoreError> {
         match call {
             Some(mut c) => {
                 c.digits = self.digits_of(&c.id)?;
+                c.segments = self.segments_of(&c.id)?;
                 Ok(Some(c))
             }
             None => Ok(None),

@@ -14,6 +14,7 @@
 //! use `spawn_blocking`); recordings from one process-wide [`RecorderPool`], opened at
 //! [`recording_path`], after [`repair_dir`] has run over `<data_dir>/recordings` at start-up.
 
+pub mod pacer;
 pub mod player;
 pub mod prompt_cache;
 pub mod recorder;

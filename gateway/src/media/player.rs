@@ -111,6 +111,13 @@ impl RtpStart {
     }
 }
 
+/// The RTP timestamp at `now` of a stream whose timestamp was `ts0` at `start`.
+pub fn timestamp_at(start: Instant, ts0: u32, now: Instant) -> u32 {
+    let ns = now.saturating_duration_since(start).as_nanos();
+    let samples = (ns * SAMPLE_RATE as u128 / 1_000_000_000) as u64;
+    ts0.wrapping_add(samples as u32)
+}
+
 fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
@@ -449,9 +456,7 @@ impl Player {
 
     /// The RTP timestamp of the sampling instant `now` on this stream's timeline.
     pub fn timestamp_at(&self, now: Instant) -> u32 {
-        let ns = now.saturating_duration_since(self.start).as_nanos();
-        let samples = (ns * SAMPLE_RATE as u128 / 1_000_000_000) as u64;
-        self.rtp.ts.wrapping_add(samples as u32)
+        timestamp_at(self.start, self.rtp.ts, now)
     }
 
     pub fn samples_per_frame(&self) -> usize {

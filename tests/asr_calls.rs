@@ -1,0 +1,319 @@
+//! Live transcripts end to end: SIPp calls `hotline serve` and plays real
+//! speech from ../shared/fixtures/audio as G.711 RTP; the call record's final
+//! segments must be as accurate as `hotline eval --telephone` on the same
+//! clips with the same model (within 0.05), arrive at the right times, and
+//! reach the live feed (`GET /api/live`) as well; a call of silence and line
+//! noise must give no segment at all.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use common::media::{g711_packets, sox_pcm_8k, write_pcap, Law};
+use common::*;
+use hotline_asr::engine::Language;
+use serde_json::Value;
+
+/// Quiet before the first clip and between clips: longer than the
+/// endpointer's 600 ms, so each clip ends an utterance.
+const LEAD_MS: usize = 500;
+const GAP_MS: usize = 1500;
+
+struct Placed {
+    file: &'static str,
+    start_ms: u64,
+    end_ms: u64,
+}
+
+/// The clips one after another, 8 kHz, with silence around them.
+fn speech(files: &[&'static str]) -> (Vec<i16>, Vec<Placed>) {
+    let mut pcm = vec![0i16; LEAD_MS * 8];
+    let mut placed = Vec::new();
+    for &file in files {
+        let clip = sox_pcm_8k(&shared_audio().join(file), &[]);
+        let start_ms = (pcm.len() / 8) as u64;
+        pcm.extend_from_slice(&clip);
+        placed.push(Placed {
+            file,
+            start_ms,
+            end_ms: (pcm.len() / 8) as u64,
+        });
+        pcm.extend(std::iter::repeat_n(0i16, GAP_MS * 8));
+    }
+    (pcm, placed)
+}
+
+/// Reads `GET /api/live` (JSON lines, chunked) until the gateway closes the
+/// connection, and returns the JSON objects it streamed.
+fn follow_live(http: SocketAddr) -> std::thread::JoinHandle<Vec<Value>> {
+    let mut s = TcpStream::connect(http).expect("connect to the HTTP API");
+    s.write_all(b"GET /api/live HTTP/1.1\r\nHost: hotline\r\n\r\n")
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        // Every frame is one chunk, so each JSON line is whole between chunk headers.
+        String::from_utf8_lossy(&raw)
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    })
+}
+
+/// One call that plays `pcm`, held `tail_ms` past the audio. Returns the
+/// call record (after the gateway stopped) and what the live feed carried.
+fn call(config: &str, pcm: &[i16], tail_ms: usize) -> (Value, Vec<Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    write_pcap(
+        &dir.path().join("caller.pcap"),
+        &g711_packets(pcm, Law::Mu, 0x5EEC_0001, 100, 8000),
+    );
+    let mut gw = Gateway::with_config(config);
+    let live = follow_live(gw.http);
+    // Subscribed before the call starts (the request is handled at once,
+    // but give it a moment on a loaded machine).
+    std::thread::sleep(Duration::from_millis(300));
+    let hold_ms = pcm.len() / 8 + tail_ms;
+    let run = Sipp::scenario("rtp_play_pcmu.xml")
+        .link("media", dir.path())
+        .args(&["-m", "1", "-d", &hold_ms.to_string()])
+        .timeout(Duration::from_secs(180))
+        .run(gw.udp);
+    run.assert_ok(1, &gw);
+    let calls = gw.stop_and_calls();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    let record = gw.call_show(&field(&calls[0], "id"));
+    let live = live.join().expect("live reader");
+    (record, live)
+}
+
+fn segments<'a>(record: &'a Value, channel: &str) -> Vec<&'a Value> {
+    record["segments"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no segments array: {record:#}"))
+        .iter()
+        .filter(|s| s["channel"] == channel)
+        .collect()
+}
+
+fn ms(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing: {v}"))
+}
+
+/// Corpus error rate (CER for zh, WER for en) of `hyp` against the clips'
+/// references joined in order, as `hotline eval` scores one clip.
+fn error_rate(language: Language, files: &[&str], hyp: &str) -> f64 {
+    let sep = if language == Language::En { " " } else { "" };
+    let reference = files
+        .iter()
+        .map(|f| reference(f))
+        .collect::<Vec<_>>()
+        .join(sep);
+    let (errors, len) = hotline_asr::eval::score(language, &reference, hyp);
+    errors as f64 / len.max(1) as f64
+}
+
+/// `hotline eval --telephone` on the same clips: its corpus error rate.
+fn eval_error(dir: &Path, model: &str, beam: u32, language: Language, files: &[&str]) -> f64 {
+    let manifest = std::fs::read_to_string(shared_audio().join("manifest.tsv")).unwrap();
+    let mut lines = manifest.lines();
+    let mut out = format!("{}\n", lines.next().unwrap());
+    for l in lines {
+        if files.contains(&l.split('\t').next().unwrap_or_default()) {
+            // Absolute paths: the manifest lives in a temporary directory.
+            let (file, rest) = l.split_once('\t').unwrap();
+            out.push_str(&format!(
+                "{}\t{rest}\n",
+                shared_audio().join(file).display()
+            ));
+        }
+    }
+    let path = dir.join("clips.tsv");
+    std::fs::write(&path, out).unwrap();
+    let o = run(hotline()
+        .arg("eval")
+        .arg(&path)
+        .args(["--model", model, "--telephone", "--json"])
+        .args(["--beam", &beam.to_string()]));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("eval --json");
+    let key = if language == Language::En {
+        "en_wer"
+    } else {
+        "zh_cer"
+    };
+    v["summary"][key].as_f64().expect("summary error rate")
+}
+
+/// Checks a transcribed call against the clips it played and against eval.
+fn check_against_eval(
+    record: &Value,
+    live: &[Value],
+    placed: &[Placed],
+    model: &str,
+    beam: u32,
+    language: Language,
+) {
+    let finals = segments(record, "caller");
+    assert!(!finals.is_empty(), "no caller segments: {record:#}");
+    // Every final lies on a clip (± padding and endpointing slack), in order,
+    // and every clip got at least one final.
+    let mut last_start = 0;
+    for s in &finals {
+        assert_eq!(s["final"], true, "{s}");
+        let (start, end) = (ms(s, "start_ms"), ms(s, "end_ms"));
+        assert!(start < end && start >= last_start, "segment times {s}");
+        last_start = start;
+        assert!(
+            placed
+                .iter()
+                .any(|p| start + 400 >= p.start_ms && end <= p.end_ms + 800),
+            "segment {start}-{end} ms lies on no clip"
+        );
+    }
+    for p in placed {
+        assert!(
+            finals.iter().any(|s| {
+                let (start, end) = (ms(s, "start_ms"), ms(s, "end_ms"));
+                start < p.end_ms && end > p.start_ms
+            }),
+            "{} ({}-{} ms) got no final",
+            p.file,
+            p.start_ms,
+            p.end_ms
+        );
+    }
+    let sep = if language == Language::En { " " } else { "" };
+    let text = finals
+        .iter()
+        .map(|s| s["text"].as_str().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(sep);
+    let files: Vec<&str> = placed.iter().map(|p| p.file).collect();
+    let call_err = error_rate(language, &files, &text);
+    let dir = tempfile::tempdir().unwrap();
+    let eval_err = eval_error(dir.path(), model, beam, language, &files);
+    for s in &finals {
+        eprintln!(
+            "final {:>6}-{:>6} ms: {}",
+            ms(s, "start_ms"),
+            ms(s, "end_ms"),
+            s["text"].as_str().unwrap_or_default()
+        );
+    }
+    for p in placed {
+        eprintln!("clip  {:>6}-{:>6} ms: {}", p.start_ms, p.end_ms, p.file);
+    }
+    eprintln!("call error {call_err:.3}, hotline eval --telephone {eval_err:.3}");
+    assert!(
+        (call_err - eval_err).abs() <= 0.05,
+        "live finals error {call_err:.3} vs eval {eval_err:.3}: {text}"
+    );
+
+    // The live feed carried the same finals, and partials before them.
+    let live_finals: Vec<&Value> = live
+        .iter()
+        .filter(|v| v["kind"] == "final" && v["channel"] == "caller")
+        .collect();
+    let live_text: Vec<&str> = live_finals
+        .iter()
+        .map(|v| v["text"].as_str().unwrap_or_default())
+        .collect();
+    let stored_text: Vec<&str> = finals
+        .iter()
+        .map(|v| v["text"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(live_text, stored_text, "live finals differ from the record");
+    let call_id = record["id"].as_str().unwrap();
+    assert!(live.iter().all(|v| v["call"] == call_id), "{live:#?}");
+    assert!(
+        live.iter().any(|v| v["kind"] == "partial"),
+        "no partial on the live feed: {live:#?}"
+    );
+}
+
+#[test]
+fn english_call_finals_match_eval_with_tiny_en() {
+    let files = [
+        "en_jfk.wav",
+        "en_librivox_sas_0870.wav",
+        "en_librivox_sas_0890.wav",
+        "en_librivox_sas_0920.wav",
+    ];
+    let (pcm, placed) = speech(&files);
+    let config = "[media]\ngreeting = \"\"\n\
+         [asr]\nmodel = \"tiny.en\"\nlanguage = \"en\"\nchannels = [\"caller\"]\nfinal_beam = 1\n";
+    let (record, live) = call(config, &pcm, 2500);
+    check_against_eval(&record, &live, &placed, "tiny.en", 1, Language::En);
+}
+
+#[test]
+fn mandarin_call_with_base_both_sides() {
+    let files = [
+        "zh_aishell1_S0724W0121.wav",
+        "zh_funasr_asr_example.wav",
+        "zh_funasrnano_rag_math.wav",
+        "zh_sichuan_07.wav",
+    ];
+    let (pcm, placed) = speech(&files);
+    // The greeting (espeak Mandarin) plays on the gateway side meanwhile.
+    let config = "[asr]\nmodel = \"base\"\nlanguage = \"zh\"\n\
+         channels = [\"caller\", \"gateway\"]\nfinal_beam = 5\n";
+    let (record, live) = call(config, &pcm, 2500);
+    check_against_eval(&record, &live, &placed, "base", 5, Language::Zh);
+    let greeting = segments(&record, "gateway");
+    assert!(
+        !greeting.is_empty(),
+        "the greeting was not transcribed: {record:#}"
+    );
+    let text: String = greeting
+        .iter()
+        .map(|s| s["text"].as_str().unwrap_or_default())
+        .collect();
+    eprintln!("gateway side: {text}");
+    // The prompt is 6.9 s long and starts at the answer.
+    assert!(ms(greeting[0], "start_ms") < 2000, "{:?}", greeting[0]);
+}
+
+/// A small deterministic generator for line noise.
+struct Lcg(u64);
+
+impl Lcg {
+    /// Uniform in [-1, 1).
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+}
+
+#[test]
+fn silence_and_line_noise_give_no_segments() {
+    // 5 s of digital silence, then 20 s of hiss at about -50 dBFS with
+    // 50 Hz mains hum at -45 dBFS, as a bad trunk carries between words.
+    let mut pcm = vec![0i16; 5 * 8000];
+    let mut rng = Lcg(12345);
+    let hiss = 32768.0 * 10f64.powf(-50.0 / 20.0) * 3f64.sqrt();
+    let hum = 32768.0 * 10f64.powf(-45.0 / 20.0) * 2f64.sqrt();
+    for i in 0..20 * 8000 {
+        let t = i as f64 / 8000.0;
+        let v = rng.next() * hiss + (2.0 * std::f64::consts::PI * 50.0 * t).sin() * hum;
+        pcm.push(v.round() as i16);
+    }
+    let config = "[media]\ngreeting = \"\"\n\
+         [asr]\nmodel = \"tiny.en\"\nlanguage = \"en\"\nchannels = [\"caller\", \"gateway\"]\n";
+    let (record, live) = call(config, &pcm, 1500);
+    assert_eq!(
+        record["segments"].as_array().map(Vec::len),
+        Some(0),
+        "{record:#}"
+    );
+    assert!(live.is_empty(), "live feed carried {live:#?}");
+}
