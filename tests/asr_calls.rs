@@ -65,8 +65,9 @@ fn follow_live(http: SocketAddr) -> std::thread::JoinHandle<Vec<Value>> {
 }
 
 /// One call that plays `pcm`, held `tail_ms` past the audio. Returns the
-/// call record (after the gateway stopped) and what the live feed carried.
-fn call(config: &str, pcm: &[i16], tail_ms: usize) -> (Value, Vec<Value>) {
+/// stopped gateway (its data directory holds the recording), the call record
+/// and what the live feed carried.
+fn call(config: &str, pcm: &[i16], tail_ms: usize) -> (Gateway, Value, Vec<Value>) {
     let dir = tempfile::tempdir().unwrap();
     write_pcap(
         &dir.path().join("caller.pcap"),
@@ -88,7 +89,7 @@ fn call(config: &str, pcm: &[i16], tail_ms: usize) -> (Value, Vec<Value>) {
     assert_eq!(calls.len(), 1, "{calls:#?}");
     let record = gw.call_show(&field(&calls[0], "id"));
     let live = live.join().expect("live reader");
-    (record, live)
+    (gw, record, live)
 }
 
 fn segments<'a>(record: &'a Value, channel: &str) -> Vec<&'a Value> {
@@ -247,9 +248,9 @@ fn english_call_finals_match_eval_with_tiny_en() {
     ];
     let (pcm, placed) = speech(&files);
     let config = "[media]\ngreeting = \"\"\n\
-         [asr]\nmodel = \"tiny.en\"\nlanguage = \"en\"\nchannels = [\"caller\"]\nfinal_beam = 1\n";
-    let (record, live) = call(config, &pcm, 2500);
-    check_against_eval(&record, &live, &placed, "tiny.en", 1, Language::En);
+         [asr]\nmodel = \"tiny.en\"\nlanguage = \"en\"\nchannels = [\"caller\"]\nfinal_beam = 5\n";
+    let (_gw, record, live) = call(config, &pcm, 2500);
+    check_against_eval(&record, &live, &placed, "tiny.en", 5, Language::En);
 }
 
 #[test]
@@ -264,7 +265,7 @@ fn mandarin_call_with_base_both_sides() {
     // The greeting (espeak Mandarin) plays on the gateway side meanwhile.
     let config = "[asr]\nmodel = \"base\"\nlanguage = \"zh\"\n\
          channels = [\"caller\", \"gateway\"]\nfinal_beam = 5\n";
-    let (record, live) = call(config, &pcm, 2500);
+    let (_gw, record, live) = call(config, &pcm, 2500);
     check_against_eval(&record, &live, &placed, "base", 5, Language::Zh);
     let greeting = segments(&record, "gateway");
     assert!(
@@ -309,11 +310,49 @@ fn silence_and_line_noise_give_no_segments() {
     }
     let config = "[media]\ngreeting = \"\"\n\
          [asr]\nmodel = \"tiny.en\"\nlanguage = \"en\"\nchannels = [\"caller\", \"gateway\"]\n";
-    let (record, live) = call(config, &pcm, 1500);
+    let (_gw, record, live) = call(config, &pcm, 1500);
     assert_eq!(
         record["segments"].as_array().map(Vec::len),
         Some(0),
         "{record:#}"
     );
     assert!(live.is_empty(), "live feed carried {live:#?}");
+}
+
+#[test]
+fn caller_speech_barges_in_on_the_greeting() {
+    // The greeting (6.9 s) starts at the answer; the caller starts talking at
+    // 1.5 s. With live transcripts on, the VAD's speech onset stops the prompt
+    // as a key press would: the gateway channel of the recording goes silent.
+    let (mut pcm, _) = speech(&["en_jfk.wav"]);
+    pcm.splice(0..0, std::iter::repeat_n(0i16, 1000 * 8));
+    let config = "[asr]\nmodel = \"tiny.en\"\nlanguage = \"en\"\nchannels = [\"caller\"]\n";
+    let (_gw, record, _) = call(config, &pcm, 500);
+    let path = record["recording"].as_str().expect("recording path");
+    let wav = common::media::read_wav(Path::new(path));
+    let gateway = wav.channel(1);
+    let caller = wav.channel(0);
+    let window = |s: &[i16], from_ms: usize, to_ms: usize| -> Vec<i16> {
+        s[from_ms * 8..(to_ms * 8).min(s.len())].to_vec()
+    };
+    // When the caller's speech starts in the recording (its first loud 20 ms).
+    let onset_ms = caller
+        .chunks(160)
+        .position(|f| common::media::rms_dbfs(f) > -35.0)
+        .expect("caller speech in the recording")
+        * 20;
+    eprintln!("caller speech from {onset_ms} ms");
+    assert!(onset_ms >= 1000, "speech at {onset_ms} ms");
+    let before = window(&gateway, 200, onset_ms - 100);
+    assert!(
+        common::media::rms_dbfs(&before) > -40.0,
+        "greeting not playing before the caller spoke ({:.1} dBFS)",
+        common::media::rms_dbfs(&before)
+    );
+    // Onset needs ~50 ms of speech, then a 20 ms tick; allow 500 ms.
+    let after = window(&gateway, onset_ms + 500, 6500);
+    assert!(
+        after.iter().all(|&s| s == 0),
+        "the greeting kept playing after the caller spoke"
+    );
 }

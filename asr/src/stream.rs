@@ -245,6 +245,12 @@ impl Stream {
         self.jobs.pop_front()
     }
 
+    /// Whether an utterance is open: the speaker is talking (or just paused). The
+    /// gateway stops a barge-in prompt when this turns true.
+    pub fn speaking(&self) -> bool {
+        self.open.is_some()
+    }
+
     /// ms of audio pushed so far.
     pub fn position_ms(&self) -> u64 {
         self.pushed_8k * 1000 / TELEPHONE_RATE as u64

@@ -204,6 +204,7 @@ struct State {
     sent: SentFrames,
     recording: Option<RecordingHandle>,
     transcript: Option<CallTranscript>,
+    caller_speaking: bool,
     /// Caller audio position, in samples from `start` (one frame per tick).
     caller_pos: u64,
     /// Samples per caller packet: the jitter buffer's frame and the tick.
@@ -395,6 +396,13 @@ impl State {
         }
         if let Some(t) = &mut self.transcript {
             t.caller(&self.pcm);
+            // Speech barges in like a key press (the VAD lives in the
+            // transcript streams, so this needs `[asr]` on and the caller side).
+            let speaking = t.caller_speaking();
+            if speaking && !self.caller_speaking {
+                self.with_player(Player::barge_in);
+            }
+            self.caller_speaking = speaking;
         }
         self.caller_pos += self.pcm.len() as u64;
         if let Some(t) = self.rfc4733.poll_timeout().filter(|t| *t <= now) {
@@ -512,6 +520,7 @@ impl MediaTask {
             sent: SentFrames::default(),
             recording,
             transcript,
+            caller_speaking: false,
             caller_pos: 0,
             last_rtp: start,
             rtp_stats: RtpStats::default(),

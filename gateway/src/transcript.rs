@@ -266,6 +266,13 @@ impl CallTranscript {
         self.push(Side::Caller, None, pcm);
     }
 
+    /// Whether the caller is talking now (an utterance is open).
+    pub fn caller_speaking(&self) -> bool {
+        self.streams
+            .iter()
+            .any(|s| s.side == Side::Caller && s.stream.speaking())
+    }
+
     /// Audio we sent, at its send slot.
     pub fn gateway(&mut self, slot: u64, pcm: &[i16]) {
         self.push(Side::Gateway, Some(slot), pcm);
@@ -405,5 +412,83 @@ fn forward(
         } else {
             stats.finals_stored.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(key: u64, kind: JobKind, utterance: u64, text: &str) -> Outcome {
+        let now = Instant::now();
+        Outcome {
+            stream_key: key,
+            kind,
+            utterance,
+            revision: 0,
+            start_ms: 1000 * utterance,
+            end_ms: 1000 * utterance + 800,
+            audio_ms: 1300,
+            text: text.into(),
+            queued_at: now,
+            started_at: now,
+            finished_at: now,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn finals_become_segments_and_late_partials_are_dropped() {
+        let registry: Registry = Arc::default();
+        registry_lock(&registry).insert(
+            7,
+            StreamInfo {
+                call: "call-a".into(),
+                side: Side::Caller,
+                pending_finals: 2,
+                finalized: None,
+                ended: true,
+            },
+        );
+        let stats = Arc::new(TranscriptStats::default());
+        let (bus_tx, mut bus_rx) = mpsc::channel(16);
+        let (live_tx, mut live_rx) = broadcast::channel(16);
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(outcome(7, JobKind::Partial, 0, "ni hao")).unwrap();
+        tx.send(outcome(7, JobKind::Final, 0, "你好")).unwrap();
+        // Decoded by a second worker after its utterance's final: stale.
+        tx.send(outcome(7, JobKind::Partial, 0, "ni")).unwrap();
+        tx.send(outcome(7, JobKind::Final, 1, "  ")).unwrap();
+        // The stream is gone once its last final is back.
+        tx.send(outcome(7, JobKind::Final, 2, "再见")).unwrap();
+        drop(tx);
+        forward(rx, registry.clone(), stats.clone(), bus_tx, live_tx);
+
+        let mut texts = Vec::new();
+        while let Ok(seg) = live_rx.try_recv() {
+            texts.push((seg.kind, seg.text));
+        }
+        assert_eq!(
+            texts,
+            vec![("partial", "ni hao".into()), ("final", "你好".into())]
+        );
+        match bus_rx.try_recv() {
+            Ok(CallEvent::Segment {
+                id,
+                channel,
+                utterance,
+                text,
+                ..
+            }) => {
+                assert_eq!((id.as_str(), channel, utterance), ("call-a", "caller", 0));
+                assert_eq!(text, "你好");
+            }
+            other => panic!("expected a segment, got {other:?}"),
+        }
+        assert!(bus_rx.try_recv().is_err(), "an empty final is not stored");
+        assert!(registry_lock(&registry).is_empty());
+        assert_eq!(stats.partials_stale.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.finals_empty.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.finals_stored.load(Ordering::Relaxed), 1);
     }
 }
