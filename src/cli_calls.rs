@@ -213,7 +213,7 @@ fn details(c: &CallRecord) -> String {
         (
             "rtp",
             opt(c.rtp.as_ref().map(|r| {
-                format!(
+                let mut line = format!(
                     "rx {} tx {} lost {} late {} dup {} jitter {:.1} ms rejected {}",
                     r.rx_packets,
                     r.tx_packets,
@@ -222,7 +222,14 @@ fn details(c: &CallRecord) -> String {
                     r.duplicate,
                     r.jitter_ms,
                     r.rejected
-                )
+                );
+                if let (Some(lost), Some(jitter)) = (r.peer_lost, r.peer_jitter_ms) {
+                    line.push_str(&format!("; peer RTCP: lost {lost} jitter {jitter:.1} ms"));
+                    if let Some(rtt) = r.rtt_ms {
+                        line.push_str(&format!(" rtt {rtt:.1} ms"));
+                    }
+                }
+                line
             })),
         ),
         (

@@ -356,3 +356,64 @@ fn caller_speech_barges_in_on_the_greeting() {
         "the greeting kept playing after the caller spoke"
     );
 }
+
+#[test]
+fn finals_are_stored_as_they_arrive_and_survive_kill_9() {
+    // JFK, then silence: the call stays up after the utterance's final.
+    let (mut pcm, _) = speech(&["en_jfk.wav"]);
+    pcm.extend(std::iter::repeat_n(0i16, 30 * 8000));
+    let dir = tempfile::tempdir().unwrap();
+    write_pcap(
+        &dir.path().join("caller.pcap"),
+        &g711_packets(&pcm, Law::Mu, 0x5EEC_0002, 7, 700),
+    );
+    let config = "[media]\ngreeting = \"\"\n\
+         [asr]\nmodel = \"tiny.en\"\nlanguage = \"en\"\nchannels = [\"caller\"]\n";
+    let mut gw = Gateway::with_config(config);
+    let sipp = Sipp::scenario("rtp_play_pcmu.xml")
+        .link("media", dir.path())
+        .args(&["-m", "1", "-d", &(pcm.len() / 8).to_string()])
+        .timeout(Duration::from_secs(90))
+        .spawn(gw.udp);
+    // The final is in the store while the call is still up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let text = loop {
+        let calls = gw.calls();
+        let found = calls.first().and_then(|c| {
+            let segs = c["segments"].as_array()?;
+            let t: String = segs
+                .iter()
+                .filter_map(|s| s["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            (!t.is_empty()).then_some(t)
+        });
+        if let Some(t) = found {
+            assert!(
+                calls[0]["ended_at"].is_null(),
+                "the call ended before its final was stored"
+            );
+            break t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no final stored while the call was up: {calls:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    gw.kill9();
+    sipp.kill();
+    gw.restart();
+    let calls = gw.stop_and_calls();
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(field(&calls[0], "end_reason"), "crash");
+    let after: Vec<&str> = calls[0]["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["text"].as_str())
+        .collect();
+    assert_eq!(after.join(" "), text, "segments changed across the crash");
+    let wer = error_rate(Language::En, &["en_jfk.wav"], &text);
+    assert!(wer < 0.2, "WER {wer:.2}: {text}");
+}

@@ -58,6 +58,15 @@ pub struct Stats {
     pub partials_shed: u64,
     /// Finals dropped by the memory guard ([`QueueConfig::max_final_samples`]).
     pub finals_dropped: u64,
+    /// Finals answered by their speculative decode (done or running when they came):
+    /// these finals end without a decode of their own.
+    pub speculative_hits: u64,
+    /// Speculative jobs let go before they ran (their final came first, or the speaker
+    /// went on).
+    pub speculative_shed: u64,
+    /// Speculative decodes that ran but whose final came with other audio (the speaker
+    /// went on after a pause): work spent for nothing.
+    pub speculative_wasted: u64,
     pub queued_finals: usize,
     pub queued_partials: usize,
     pub queued_final_samples: usize,
@@ -80,7 +89,62 @@ pub struct JobQueue {
     /// Stream key → its queued partial's sequence number.
     partial_of: HashMap<u64, u64>,
     seq: u64,
+    /// Queued speculative decodes, oldest first (at most one per stream).
+    specs: VecDeque<Queued>,
+    /// Each stream's latest speculative decode and where it stands.
+    spec_of: HashMap<u64, Spec>,
+    /// Finals waiting for their running speculative decode, by (stream, utterance).
+    awaiting: HashMap<(u64, u64), (AudioKey, Queued)>,
     stats: Stats,
+}
+
+/// What identifies a job's audio within its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AudioKey {
+    utterance: u64,
+    start_ms: u64,
+    end_ms: u64,
+    samples: usize,
+}
+
+impl AudioKey {
+    fn of(job: &Job) -> AudioKey {
+        AudioKey {
+            utterance: job.utterance,
+            start_ms: job.start_ms,
+            end_ms: job.end_ms,
+            samples: job.audio.len(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum SpecState {
+    Queued,
+    Running,
+    Done(Decoded),
+}
+
+#[derive(Debug)]
+struct Spec {
+    key: AudioKey,
+    state: SpecState,
+}
+
+/// A finished decode's result.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub text: String,
+    pub started_at: Instant,
+    pub finished_at: Instant,
+    pub error: Option<String>,
+}
+
+/// A final answered without a decode of its own.
+#[derive(Debug)]
+pub struct Answered {
+    pub final_job: Queued,
+    pub result: Decoded,
 }
 
 impl JobQueue {
@@ -92,80 +156,206 @@ impl JobQueue {
             partials: BTreeMap::new(),
             partial_of: HashMap::new(),
             seq: 0,
+            specs: VecDeque::new(),
+            spec_of: HashMap::new(),
+            awaiting: HashMap::new(),
             stats: Stats::default(),
         }
     }
 
-    pub fn push(&mut self, stream_key: u64, job: Job, now: Instant) {
+    /// Queues a job. A final whose speculative decode already finished comes back at
+    /// once, answered; one whose speculative decode is running waits for it (see
+    /// [`complete_speculative`](Self::complete_speculative)).
+    pub fn push(&mut self, stream_key: u64, job: Job, now: Instant) -> Option<Answered> {
         self.stats.queued += 1;
         self.shed_stale(now);
         match job.kind {
-            JobKind::Final => {
-                // Its final makes a stream's queued partial of the same utterance moot.
-                if let Some(&seq) = self.partial_of.get(&stream_key) {
-                    if self
-                        .partials
-                        .get(&seq)
-                        .is_some_and(|p| p.job.utterance <= job.utterance)
-                    {
-                        self.remove_partial(seq);
-                        self.stats.partials_shed += 1;
-                    }
-                }
-                self.final_samples += job.audio.len();
-                self.finals.push_back(Queued {
+            JobKind::Speculative => {
+                self.forget_spec(stream_key);
+                self.spec_of.insert(
+                    stream_key,
+                    Spec {
+                        key: AudioKey::of(&job),
+                        state: SpecState::Queued,
+                    },
+                );
+                self.specs.push_back(Queued {
                     stream_key,
                     job,
                     queued_at: now,
                 });
-                while self.final_samples > self.cfg.max_final_samples && self.finals.len() > 1 {
-                    if let Some(old) = self.finals.pop_front() {
-                        self.final_samples -= old.job.audio.len();
-                        self.stats.finals_dropped += 1;
-                        tracing::warn!(
-                            stream = old.stream_key,
-                            utterance = old.job.utterance,
-                            "final dropped: queued finals exceed the memory guard"
-                        );
+            }
+            JobKind::Final => {
+                let queued = Queued {
+                    stream_key,
+                    job,
+                    queued_at: now,
+                };
+                let key = AudioKey::of(&queued.job);
+                let same = self.spec_of.get(&stream_key).is_some_and(|s| s.key == key);
+                if same {
+                    match self.spec_of.remove(&stream_key).map(|s| s.state) {
+                        Some(SpecState::Done(result)) => {
+                            self.stats.speculative_hits += 1;
+                            self.update_depth();
+                            return Some(Answered {
+                                final_job: queued,
+                                result,
+                            });
+                        }
+                        Some(SpecState::Running) => {
+                            // Settled: the speculation is this final, whatever the
+                            // stream does next.
+                            self.stats.speculative_hits += 1;
+                            self.awaiting
+                                .insert((stream_key, key.utterance), (key, queued));
+                            self.update_depth();
+                            return None;
+                        }
+                        // Not started yet: the final simply takes its place.
+                        Some(SpecState::Queued) | None => {
+                            self.specs.retain(|q| q.stream_key != stream_key);
+                            self.stats.speculative_shed += 1;
+                        }
                     }
+                } else {
+                    self.forget_spec(stream_key);
                 }
+                self.queue_final(queued);
             }
             JobKind::Partial => {
-                if let Some(seq) = self.partial_of.get(&stream_key).copied() {
-                    self.remove_partial(seq);
-                    self.stats.partials_shed += 1;
+                // The speaker went on: the speculative cut is not the final.
+                if self
+                    .spec_of
+                    .get(&stream_key)
+                    .is_some_and(|s| s.key.utterance == job.utterance)
+                {
+                    self.forget_spec(stream_key);
                 }
-                while self.partials.len() >= self.cfg.partial_capacity.max(1) {
-                    match self.partials.first_key_value().map(|(k, _)| *k) {
-                        Some(seq) => {
-                            self.remove_partial(seq);
-                            self.stats.partials_shed += 1;
-                        }
-                        None => break,
-                    }
-                }
-                let seq = self.seq;
-                self.seq += 1;
-                self.partial_of.insert(stream_key, seq);
-                self.partials.insert(
-                    seq,
-                    Queued {
-                        stream_key,
-                        job,
-                        queued_at: now,
-                    },
-                );
+                self.queue_partial(stream_key, job, now);
             }
         }
         self.update_depth();
+        None
     }
 
-    /// The next job to run: the oldest final, else the oldest partial still fresh.
+    /// Drops a stream's speculative decode: unqueued if it has not run, its result
+    /// discarded if it has or is running.
+    fn forget_spec(&mut self, stream_key: u64) {
+        let Some(spec) = self.spec_of.remove(&stream_key) else {
+            return;
+        };
+        match spec.state {
+            SpecState::Queued => {
+                self.specs.retain(|q| q.stream_key != stream_key);
+                self.stats.speculative_shed += 1;
+            }
+            SpecState::Running | SpecState::Done(_) => {
+                self.stats.speculative_wasted += 1;
+            }
+        }
+    }
+
+    /// A speculative decode handed out by `pop` has finished. Returns the final that
+    /// was waiting for it, if one came meanwhile.
+    pub fn complete_speculative(
+        &mut self,
+        stream_key: u64,
+        job: &Job,
+        result: Decoded,
+    ) -> Option<Answered> {
+        self.stats.done += 1;
+        let key = AudioKey::of(job);
+        if let Some((k, _)) = self.awaiting.get(&(stream_key, key.utterance)) {
+            if *k == key {
+                let (_, final_job) = self.awaiting.remove(&(stream_key, key.utterance))?;
+                return Some(Answered { final_job, result });
+            }
+        }
+        let spec = self.spec_of.get_mut(&stream_key)?;
+        if spec.key == key && matches!(spec.state, SpecState::Running) {
+            spec.state = SpecState::Done(result);
+        }
+        None
+    }
+
+    fn queue_final(&mut self, q: Queued) {
+        // Its final makes a stream's queued partial of the same utterance moot.
+        if let Some(&seq) = self.partial_of.get(&q.stream_key) {
+            if self
+                .partials
+                .get(&seq)
+                .is_some_and(|p| p.job.utterance <= q.job.utterance)
+            {
+                self.remove_partial(seq);
+                self.stats.partials_shed += 1;
+            }
+        }
+        self.final_samples += q.job.audio.len();
+        self.finals.push_back(q);
+        while self.final_samples > self.cfg.max_final_samples && self.finals.len() > 1 {
+            if let Some(old) = self.finals.pop_front() {
+                self.final_samples -= old.job.audio.len();
+                self.stats.finals_dropped += 1;
+                tracing::warn!(
+                    stream = old.stream_key,
+                    utterance = old.job.utterance,
+                    "final dropped: queued finals exceed the memory guard"
+                );
+            }
+        }
+    }
+
+    fn queue_partial(&mut self, stream_key: u64, job: Job, now: Instant) {
+        if let Some(seq) = self.partial_of.get(&stream_key).copied() {
+            self.remove_partial(seq);
+            self.stats.partials_shed += 1;
+        }
+        while self.partials.len() >= self.cfg.partial_capacity.max(1) {
+            match self.partials.first_key_value().map(|(k, _)| *k) {
+                Some(seq) => {
+                    self.remove_partial(seq);
+                    self.stats.partials_shed += 1;
+                }
+                None => break,
+            }
+        }
+        let seq = self.seq;
+        self.seq += 1;
+        self.partial_of.insert(stream_key, seq);
+        self.partials.insert(
+            seq,
+            Queued {
+                stream_key,
+                job,
+                queued_at: now,
+            },
+        );
+    }
+
+    /// The next job to run: the oldest final, else the oldest speculative decode, else
+    /// the oldest partial still fresh.
     pub fn pop(&mut self, now: Instant) -> Option<Queued> {
+        self.pop_with(now, true)
+    }
+
+    /// As [`pop`](Self::pop), with partials only if `partials`.
+    pub fn pop_with(&mut self, now: Instant, partials: bool) -> Option<Queued> {
         if let Some(q) = self.pop_final() {
             return Some(q);
         }
+        if let Some(q) = self.specs.pop_front() {
+            if let Some(spec) = self.spec_of.get_mut(&q.stream_key) {
+                spec.state = SpecState::Running;
+            }
+            self.stats.started += 1;
+            self.update_depth();
+            return Some(q);
+        }
         self.shed_stale(now);
+        if !partials {
+            return None;
+        }
         let seq = self.partials.first_key_value().map(|(k, _)| *k)?;
         let q = self.remove_partial(seq)?;
         self.stats.started += 1;
@@ -182,11 +372,15 @@ impl JobQueue {
         Some(q)
     }
 
-    /// Sheds every queued partial; returns how many.
+    /// Sheds every queued partial (and speculative decode); returns how many partials.
     pub fn shed_partials(&mut self) -> usize {
         let n = self.partials.len();
         self.partials.clear();
         self.partial_of.clear();
+        for q in std::mem::take(&mut self.specs) {
+            self.spec_of.remove(&q.stream_key);
+            self.stats.speculative_shed += 1;
+        }
         self.stats.partials_shed += n as u64;
         self.update_depth();
         n
@@ -202,7 +396,7 @@ impl JobQueue {
     }
 
     pub fn len(&self) -> usize {
-        self.finals.len() + self.partials.len()
+        self.finals.len() + self.specs.len() + self.partials.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -237,14 +431,24 @@ impl JobQueue {
 
 /// Turns 16 kHz audio into text. One per worker thread; never shared.
 pub trait Recognizer: Send {
-    fn recognize(&mut self, audio: &[f32], kind: JobKind) -> Result<Vec<Piece>, EngineError>;
+    /// `threads`: CPU threads this decode may use (the pool's share for it);
+    /// `backlog`: other finals are waiting, so a final should decode fast (greedy)
+    /// rather than well (beam search).
+    fn recognize(
+        &mut self,
+        audio: &[f32],
+        kind: JobKind,
+        threads: u32,
+        backlog: bool,
+    ) -> Result<Vec<Piece>, EngineError>;
 }
 
 /// How the whisper recogniser decodes partials and finals.
 #[derive(Debug, Clone)]
 pub struct WhisperOptions {
     pub language: Language,
-    /// Beam width for finals (partials are always greedy).
+    /// Beam width for finals while no other final waits (partials, and finals decoded
+    /// under a backlog, are greedy).
     pub final_beam: u32,
     /// Threads per whisper state. One per state and one state per core uses the cores
     /// without the states fighting over them.
@@ -294,6 +498,8 @@ pub struct WhisperRecognizer {
     decoder: Decoder,
     partial: DecodeOptions,
     final_: DecodeOptions,
+    /// Finals under a backlog: greedy, with temperature fallback.
+    final_fast: DecodeOptions,
 }
 
 impl WhisperRecognizer {
@@ -302,16 +508,28 @@ impl WhisperRecognizer {
             decoder: engine.decoder()?,
             partial: opts.partial_options(),
             final_: opts.final_options(),
+            final_fast: DecodeOptions {
+                beam: 1,
+                ..opts.final_options()
+            },
         })
     }
 }
 
 impl Recognizer for WhisperRecognizer {
-    fn recognize(&mut self, audio: &[f32], kind: JobKind) -> Result<Vec<Piece>, EngineError> {
+    fn recognize(
+        &mut self,
+        audio: &[f32],
+        kind: JobKind,
+        threads: u32,
+        backlog: bool,
+    ) -> Result<Vec<Piece>, EngineError> {
         let opts = match kind {
-            JobKind::Partial => &self.partial,
-            JobKind::Final => &self.final_,
+            JobKind::Partial => &mut self.partial,
+            JobKind::Final | JobKind::Speculative if backlog => &mut self.final_fast,
+            JobKind::Final | JobKind::Speculative => &mut self.final_,
         };
+        opts.threads = threads.max(1);
         self.decoder.decode(audio, opts)
     }
 }
@@ -393,15 +611,25 @@ impl Sink {
 pub struct PoolConfig {
     /// Worker threads, each with its own recogniser.
     pub workers: usize,
+    /// CPU threads all decodes together may use at once. A decode that starts with
+    /// nothing else waiting takes all that are free (up to `max_threads`), otherwise one;
+    /// a worker waits rather than go over the budget, because ggml's threads spin at
+    /// their barriers and an oversubscribed core slows every decode several times over.
+    pub cores: usize,
+    /// Most threads one decode takes.
+    pub max_threads: usize,
     pub queue: QueueConfig,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         PoolConfig {
-            workers: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            workers: cores,
+            cores,
+            max_threads: cores,
             queue: QueueConfig::default(),
         }
     }
@@ -418,6 +646,10 @@ pub enum PoolError {
 struct State {
     queue: JobQueue,
     closing: bool,
+    /// CPU threads not held by a running decode.
+    free_cores: usize,
+    cores: usize,
+    max_threads: usize,
 }
 
 struct Shared {
@@ -436,6 +668,8 @@ impl Shared {
 pub struct Pool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
+    /// For finals answered at `submit` by a finished speculative decode.
+    sink: Sink,
 }
 
 impl Pool {
@@ -461,12 +695,16 @@ impl Pool {
             state: Mutex::new(State {
                 queue: JobQueue::new(cfg.queue),
                 closing: false,
+                free_cores: cfg.cores.max(1),
+                cores: cfg.cores.max(1),
+                max_threads: cfg.max_threads.max(1),
             }),
             wake: Condvar::new(),
         });
         let mut pool = Pool {
             shared,
             workers: Vec::with_capacity(n),
+            sink: sink.clone_for_worker(),
         };
         for (i, rec) in recognizers.into_iter().enumerate() {
             let shared = Arc::clone(&pool.shared);
@@ -494,9 +732,12 @@ impl Pool {
     pub fn submit(&self, stream_key: u64, job: Job) {
         let now = Instant::now();
         let mut st = self.shared.lock();
-        st.queue.push(stream_key, job, now);
+        let answered = st.queue.push(stream_key, job, now);
         drop(st);
-        self.shared.wake.notify_one();
+        match answered {
+            Some(a) => self.sink.send(outcome(&a.final_job, &a.result)),
+            None => self.shared.wake.notify_one(),
+        }
     }
 
     pub fn stats(&self) -> Stats {
@@ -536,44 +777,93 @@ fn worker<R: Recognizer>(shared: Arc<Shared>, mut rec: R, sink: Sink) {
         let next = {
             let mut st = shared.lock();
             loop {
-                if st.closing {
-                    break st.queue.pop_final();
-                }
-                if let Some(q) = st.queue.pop(Instant::now()) {
-                    break Some(q);
+                // No decode starts without a core for it.
+                if st.free_cores > 0 {
+                    // A partial starts only on an idle pool: one running would hold a
+                    // core that the next final needs, and under load partials are the
+                    // first thing to go.
+                    let idle = st.free_cores == st.cores;
+                    let job = if st.closing {
+                        st.queue.pop_final()
+                    } else {
+                        st.queue.pop_with(Instant::now(), idle)
+                    };
+                    if let Some(q) = job {
+                        // Alone: all free cores (lowest latency); with work waiting: one
+                        // (most throughput). Partials never hold more than one.
+                        let threads = if st.queue.is_empty() && q.job.kind != JobKind::Partial {
+                            st.free_cores.min(st.max_threads)
+                        } else {
+                            1
+                        };
+                        st.free_cores -= threads;
+                        let backlog = st.queue.stats().queued_finals > 0;
+                        break Some((q, threads, backlog));
+                    }
+                    if st.closing {
+                        break None;
+                    }
                 }
                 st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let Some(q) = next else { return };
+        let Some((q, threads, backlog)) = next else {
+            // Another worker may be waiting for a core this one never took.
+            shared.wake.notify_all();
+            return;
+        };
         let started_at = Instant::now();
         // A panic inside the recogniser (a bug in native code's wrapper) costs this job,
         // not the worker: the pool would otherwise lose capacity silently.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            rec.recognize(&q.job.audio, q.job.kind)
+            rec.recognize(&q.job.audio, q.job.kind, threads as u32, backlog)
         }));
         let finished_at = Instant::now();
+        shared.lock().free_cores += threads;
+        shared.wake.notify_all();
         let (text, error) = match result {
             Ok(Ok(pieces)) => (join_pieces(&pieces), None),
             Ok(Err(e)) => (String::new(), Some(e.to_string())),
             Err(_) => (String::new(), Some("recogniser panicked".to_string())),
         };
-        shared.lock().queue.complete();
-        let job = &q.job;
-        sink.send(Outcome {
-            stream_key: q.stream_key,
-            kind: job.kind,
-            utterance: job.utterance,
-            revision: job.revision,
-            start_ms: job.start_ms,
-            end_ms: job.end_ms,
-            audio_ms: job.audio.len() as u64 * 1000 / crate::WHISPER_RATE as u64,
+        let decoded = Decoded {
             text,
-            queued_at: q.queued_at,
             started_at,
             finished_at,
             error,
-        });
+        };
+        if q.job.kind == JobKind::Speculative {
+            let answered = shared
+                .lock()
+                .queue
+                .complete_speculative(q.stream_key, &q.job, decoded);
+            if let Some(a) = answered {
+                sink.send(outcome(&a.final_job, &a.result));
+            }
+            continue;
+        }
+        shared.lock().queue.complete();
+        sink.send(outcome(&q, &decoded));
+    }
+}
+
+/// The outcome of job `q` with `result` (a final answered by its speculative decode
+/// keeps its own queue time: its latency runs from when the final was decided).
+fn outcome(q: &Queued, result: &Decoded) -> Outcome {
+    let job = &q.job;
+    Outcome {
+        stream_key: q.stream_key,
+        kind: job.kind,
+        utterance: job.utterance,
+        revision: job.revision,
+        start_ms: job.start_ms,
+        end_ms: job.end_ms,
+        audio_ms: job.audio.len() as u64 * 1000 / crate::WHISPER_RATE as u64,
+        text: result.text.clone(),
+        queued_at: q.queued_at,
+        started_at: result.started_at,
+        finished_at: result.finished_at,
+        error: result.error.clone(),
     }
 }
 
@@ -607,6 +897,149 @@ mod tests {
 
     fn key(q: &Queued) -> (u64, JobKind, u64, u32) {
         (q.stream_key, q.job.kind, q.job.utterance, q.job.revision)
+    }
+
+    fn spec(utterance: u64, samples: usize) -> Job {
+        job(JobKind::Speculative, utterance, 0, samples)
+    }
+
+    fn decoded(t0: Instant, text: &str) -> Decoded {
+        Decoded {
+            text: text.into(),
+            started_at: ms(t0, 5),
+            finished_at: ms(t0, 400),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_finished_speculative_decode_answers_its_final_at_once() {
+        let t0 = Instant::now();
+        let mut q = JobQueue::new(QueueConfig::default());
+        assert!(q.push(1, spec(3, 160), ms(t0, 0)).is_none());
+        let running = q.pop(ms(t0, 1)).unwrap();
+        assert_eq!(running.job.kind, JobKind::Speculative);
+        assert!(q
+            .complete_speculative(1, &running.job, decoded(t0, "你好"))
+            .is_none());
+        let a = q
+            .push(1, job(JobKind::Final, 3, 2, 160), ms(t0, 600))
+            .expect("answered from the speculative decode");
+        assert_eq!(a.result.text, "你好");
+        assert_eq!(a.final_job.job.kind, JobKind::Final);
+        assert_eq!(a.final_job.job.revision, 2);
+        assert_eq!(a.final_job.queued_at, ms(t0, 600));
+        assert!(q.is_empty());
+        assert_eq!(q.stats().speculative_hits, 1);
+    }
+
+    #[test]
+    fn a_final_waits_for_its_running_speculative_decode() {
+        let t0 = Instant::now();
+        let mut q = JobQueue::new(QueueConfig::default());
+        q.push(1, spec(0, 160), ms(t0, 0));
+        let running = q.pop(ms(t0, 1)).unwrap();
+        assert!(q.push(1, final_(0), ms(t0, 300)).is_none());
+        assert!(
+            q.pop(ms(t0, 301)).is_none(),
+            "the final is not decoded twice"
+        );
+        let a = q
+            .complete_speculative(1, &running.job, decoded(t0, "谢谢"))
+            .expect("the waiting final");
+        assert_eq!(
+            (a.final_job.job.kind, a.result.text.as_str()),
+            (JobKind::Final, "谢谢")
+        );
+        assert_eq!(q.stats().speculative_hits, 1);
+    }
+
+    #[test]
+    fn a_final_with_other_audio_is_decoded_and_the_speculation_discarded() {
+        let t0 = Instant::now();
+        let mut q = JobQueue::new(QueueConfig::default());
+        q.push(1, spec(0, 160), ms(t0, 0));
+        let running = q.pop(ms(t0, 1)).unwrap();
+        // The speaker went on: a partial, then a final over more audio.
+        q.push(1, partial(0, 1), ms(t0, 100));
+        q.push(1, job(JobKind::Final, 0, 2, 320), ms(t0, 900));
+        assert!(q
+            .complete_speculative(1, &running.job, decoded(t0, "半句"))
+            .is_none());
+        let next = q.pop(ms(t0, 901)).unwrap();
+        assert_eq!((next.job.kind, next.job.audio.len()), (JobKind::Final, 320));
+        let s = q.stats();
+        assert_eq!(
+            (s.speculative_hits, s.speculative_shed, s.speculative_wasted),
+            (0, 0, 1)
+        );
+    }
+
+    #[test]
+    fn a_speculation_not_yet_started_gives_way_to_its_final() {
+        let t0 = Instant::now();
+        let mut q = JobQueue::new(QueueConfig::default());
+        q.push(1, final_(7), ms(t0, 0));
+        q.push(2, spec(0, 160), ms(t0, 1));
+        q.push(2, final_(0), ms(t0, 2));
+        let order: Vec<_> = std::iter::from_fn(|| q.pop(ms(t0, 10)))
+            .map(|q| key(&q))
+            .collect();
+        assert_eq!(
+            order,
+            vec![(1, JobKind::Final, 7, 0), (2, JobKind::Final, 0, 0)]
+        );
+    }
+
+    #[test]
+    fn a_settled_speculation_survives_the_next_utterance() {
+        let t0 = Instant::now();
+        let mut q = JobQueue::new(QueueConfig::default());
+        q.push(1, spec(0, 160), ms(t0, 0));
+        let running = q.pop(ms(t0, 1)).unwrap();
+        assert!(q.push(1, final_(0), ms(t0, 300)).is_none());
+        // The caller talks on: the next utterance's partial and speculation.
+        q.push(1, partial(1, 0), ms(t0, 1300));
+        q.push(1, spec(1, 160), ms(t0, 2000));
+        let a = q
+            .complete_speculative(1, &running.job, decoded(t0, "一"))
+            .expect("utterance 0's final");
+        assert_eq!(a.final_job.job.utterance, 0);
+        let rest: Vec<_> = std::iter::from_fn(|| q.pop(ms(t0, 2001)))
+            .map(|q| key(&q))
+            .collect();
+        assert_eq!(
+            rest,
+            vec![(1, JobKind::Speculative, 1, 0), (1, JobKind::Partial, 1, 0)]
+        );
+        // Every job accepted ends exactly one way.
+        let s = q.stats();
+        assert_eq!(
+            s.queued,
+            s.done
+                + 2
+                + s.partials_shed
+                + s.finals_dropped
+                + s.speculative_hits
+                + s.speculative_shed,
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn speculative_decodes_run_after_finals_and_before_partials() {
+        let t0 = Instant::now();
+        let mut q = JobQueue::new(QueueConfig::default());
+        q.push(1, partial(0, 0), ms(t0, 0));
+        q.push(2, spec(0, 160), ms(t0, 1));
+        q.push(3, final_(0), ms(t0, 2));
+        let order: Vec<_> = std::iter::from_fn(|| q.pop(ms(t0, 10)))
+            .map(|q| key(&q).1)
+            .collect();
+        assert_eq!(
+            order,
+            vec![JobKind::Final, JobKind::Speculative, JobKind::Partial]
+        );
     }
 
     #[test]
@@ -793,7 +1226,13 @@ mod tests {
     }
 
     impl Recognizer for Fake {
-        fn recognize(&mut self, audio: &[f32], kind: JobKind) -> Result<Vec<Piece>, EngineError> {
+        fn recognize(
+            &mut self,
+            audio: &[f32],
+            kind: JobKind,
+            _threads: u32,
+            _backlog: bool,
+        ) -> Result<Vec<Piece>, EngineError> {
             if let Some(gate) = self.gate.take() {
                 let _ = gate.recv();
             }
@@ -839,6 +1278,8 @@ mod tests {
         let pool = Pool::new(
             PoolConfig {
                 workers,
+                cores: workers,
+                max_threads: 1,
                 queue: QueueConfig::default(),
             },
             move |_| {
@@ -976,6 +1417,8 @@ mod tests {
         let pool = Pool::new(
             PoolConfig {
                 workers: 2,
+                cores: 2,
+                max_threads: 1,
                 queue: QueueConfig::default(),
             },
             |_| {

@@ -32,6 +32,11 @@ pub struct StreamConfig {
     /// Audio kept before and after each utterance (whisper clips words without it).
     pub pre_pad_ms: u64,
     pub post_pad_ms: u64,
+    /// Start the final's decode as soon as the trailing silence covers the post-pad,
+    /// before the endpointer has decided (a `Speculative` job with exactly the audio the
+    /// final will have if the speaker does not go on). The pool hands its result over
+    /// when the `Final` comes, which takes the end-silence wait off the final's latency.
+    pub speculate: bool,
 }
 
 impl Default for StreamConfig {
@@ -45,6 +50,7 @@ impl Default for StreamConfig {
             min_partial_ms: 500,
             pre_pad_ms: seg.pre_pad_ms,
             post_pad_ms: seg.post_pad_ms,
+            speculate: true,
         }
     }
 }
@@ -55,6 +61,9 @@ pub enum JobKind {
     Partial,
     /// The utterance is complete; its text is the record.
     Final,
+    /// The audio the final will have if the speaker has stopped: decoded like a final,
+    /// but only ever used as one when its `Final` comes with the same audio.
+    Speculative,
 }
 
 /// One piece of audio to recognise.
@@ -103,6 +112,8 @@ struct OpenUtt {
     next_partial_frame: u64,
     /// Where the last partial was cut, in frames.
     last_partial_frame: Option<u64>,
+    /// The last speech frame a speculative final was cut after.
+    speculated: Option<u64>,
     /// First sample of the padded audio.
     audio_start: u64,
 }
@@ -301,6 +312,7 @@ impl Stream {
             self.handle_dropped();
         }
         self.emit_ready_finals();
+        self.maybe_speculate();
         self.maybe_partial();
         self.trim();
     }
@@ -334,6 +346,7 @@ impl Stream {
                         revision: 0,
                         next_partial_frame: frame + frames_for_ms(self.cfg.partial_interval_ms),
                         last_partial_frame: None,
+                        speculated: None,
                         audio_start,
                     });
                 }
@@ -419,9 +432,60 @@ impl Stream {
         });
     }
 
+    /// Trailing silence now covers the post-pad: cut what the final will be if nobody
+    /// speaks before the endpointer decides.
+    fn maybe_speculate(&mut self) {
+        if !self.cfg.speculate || !self.pending.is_empty() {
+            return;
+        }
+        let processed = self.frames * FRAME as u64;
+        let min_speech = self.cfg.endpoint.min_speech_ms.div_ceil(FRAME_MS);
+        let Some(open) = &self.open else { return };
+        let end = (open.last_speech_frame + 1) * FRAME as u64;
+        let audio_end = end + ms_to_samples(self.cfg.post_pad_ms);
+        if open.speculated == Some(open.last_speech_frame)
+            || processed < audio_end
+            || open.speech_frames < min_speech
+        {
+            return;
+        }
+        let (start_frame, audio_start, revision, last) = (
+            open.start_frame,
+            open.audio_start,
+            open.revision,
+            open.last_speech_frame,
+        );
+        let index = match open.index {
+            Some(i) => i,
+            None => self.take_index(),
+        };
+        let audio = self.cut(audio_start, audio_end);
+        if let Some(open) = &mut self.open {
+            open.index = Some(index);
+            open.speculated = Some(last);
+        }
+        self.jobs.push_back(Job {
+            kind: JobKind::Speculative,
+            utterance: index,
+            revision,
+            start_ms: start_frame * FRAME_MS,
+            end_ms: (last + 1) * FRAME_MS,
+            audio,
+        });
+    }
+
     fn maybe_partial(&mut self) {
         // Zero turns partials off (finals only).
         if !self.pending.is_empty() || self.cfg.partial_interval_ms == 0 {
+            return;
+        }
+        // The speaker has stopped and the final's decode is under way: a partial of
+        // the same words would only compete with it.
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|o| o.speculated == Some(o.last_speech_frame))
+        {
             return;
         }
         let frames = self.frames;
@@ -567,6 +631,44 @@ mod tests {
             pcm.extend(silence(2500));
         }
         (pcm, placed)
+    }
+
+    #[test]
+    fn every_final_that_ends_in_silence_was_speculated_with_the_same_audio() {
+        let (pcm, _) = call();
+        let mut s = Stream::new(StreamConfig::default());
+        let jobs = run(&mut s, &pcm, 160);
+        let finals = finals(&jobs);
+        assert!(!finals.is_empty());
+        for f in &finals {
+            let spec = jobs
+                .iter()
+                .filter(|j| j.kind == JobKind::Speculative && j.utterance == f.utterance)
+                .last()
+                .unwrap_or_else(|| panic!("no speculative job for {f:?}"));
+            assert_eq!(
+                (spec.start_ms, spec.end_ms, &spec.audio),
+                (f.start_ms, f.end_ms, &f.audio),
+                "the last speculation of utterance {} is not its final",
+                f.utterance
+            );
+        }
+        // The speculation comes a post-pad after the speech, before the endpointer's
+        // end-silence has passed: it is queued before its final.
+        for (i, j) in jobs.iter().enumerate() {
+            if j.kind == JobKind::Final {
+                assert!(jobs[..i]
+                    .iter()
+                    .any(|p| p.kind == JobKind::Speculative && p.utterance == j.utterance));
+            }
+        }
+        let off = Stream::new(StreamConfig {
+            speculate: false,
+            ..StreamConfig::default()
+        });
+        let mut off = off;
+        let jobs = run(&mut off, &pcm, 160);
+        assert!(jobs.iter().all(|j| j.kind != JobKind::Speculative));
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub struct ApiState {
     pub transport: Arc<TransportStats>,
     pub live: broadcast::Sender<LiveSegment>,
     pub asr: Option<Arc<TranscriptStats>>,
+    pub media: Arc<crate::call_media::MediaCounters>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -129,11 +130,32 @@ async fn metrics(State(s): State<ApiState>) -> String {
         "gauge",
         t.tcp_open.load(Ordering::Relaxed) as u64,
     );
+    let m = &s.media;
+    for (name, c) in [
+        ("rtp_rx_packets_total", &m.rx_packets),
+        ("rtp_tx_packets_total", &m.tx_packets),
+        ("rtp_lost_total", &m.lost),
+        ("rtp_late_total", &m.late),
+        ("rtp_duplicate_total", &m.duplicate),
+        ("rtp_rejected_total", &m.rejected),
+        ("rtp_send_errors_total", &m.send_errors),
+        ("rtcp_received_total", &m.rtcp_received),
+        ("rtcp_peer_reported_lost_total", &m.peer_lost),
+    ] {
+        line(name, "counter", c.load(Ordering::Relaxed));
+    }
     if let Some(q) = &snap.asr {
         line("asr_jobs_queued_total", "counter", q.queued);
         line("asr_jobs_done_total", "counter", q.done);
         line("asr_partials_shed_total", "counter", q.partials_shed);
         line("asr_finals_dropped_total", "counter", q.finals_dropped);
+        line("asr_speculative_hits_total", "counter", q.speculative_hits);
+        line("asr_speculative_shed_total", "counter", q.speculative_shed);
+        line(
+            "asr_speculative_wasted_total",
+            "counter",
+            q.speculative_wasted,
+        );
         line("asr_queued_finals", "gauge", q.queued_finals as u64);
         line("asr_queued_partials", "gauge", q.queued_partials as u64);
     }

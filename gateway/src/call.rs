@@ -150,6 +150,7 @@ pub enum CallEvent {
 
 /// What the media plane measured for one call.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RtpStats {
     pub rx_packets: u64,
     pub tx_packets: u64,
@@ -160,6 +161,13 @@ pub struct RtpStats {
     pub jitter_ms: f64,
     /// Packets from sources other than the latched peer.
     pub rejected: u64,
+    /// RTCP compound packets received from the peer.
+    pub rtcp_received: u64,
+    /// The peer's last report on our stream (RFC 3550 6.4): packets it lost,
+    /// its interarrival jitter, and the round trip from its LSR/DLSR.
+    pub peer_lost: Option<i64>,
+    pub peer_jitter_ms: Option<f64>,
+    pub rtt_ms: Option<f64>,
 }
 
 impl Eq for RtpStats {}

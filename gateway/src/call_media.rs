@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -125,6 +126,39 @@ impl Default for MediaConfig {
     }
 }
 
+/// Media figures for /metrics: per-call statistics added as each call's
+/// media stops, RTCP counted as it arrives.
+#[derive(Debug, Default)]
+pub struct MediaCounters {
+    pub rx_packets: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub lost: AtomicU64,
+    pub late: AtomicU64,
+    pub duplicate: AtomicU64,
+    pub rejected: AtomicU64,
+    pub rtcp_received: AtomicU64,
+    /// Packets the peers' RTCP reports say they lost of ours (last report per call).
+    pub peer_lost: AtomicU64,
+    /// Our packets the socket refused (send buffer full).
+    pub send_errors: AtomicU64,
+}
+
+impl MediaCounters {
+    fn add_call(&self, s: &RtpStats, send_errors: u64) {
+        let add = |c: &AtomicU64, v: u64| {
+            c.fetch_add(v, Ordering::Relaxed);
+        };
+        add(&self.rx_packets, s.rx_packets);
+        add(&self.tx_packets, s.tx_packets);
+        add(&self.lost, s.lost);
+        add(&self.late, s.late);
+        add(&self.duplicate, s.duplicate);
+        add(&self.rejected, s.rejected);
+        add(&self.peer_lost, s.peer_lost.unwrap_or(0).max(0) as u64);
+        add(&self.send_errors, send_errors);
+    }
+}
+
 /// Commands from the signalling side to a call's media task.
 #[derive(Debug)]
 pub enum MediaCmd {
@@ -174,6 +208,7 @@ pub struct MediaTask {
     /// This call's key with the pacer.
     pub key: u64,
     pub transcript: Option<CallTranscript>,
+    pub counters: Arc<MediaCounters>,
 }
 
 const FRAME: Duration = Duration::from_millis(20);
@@ -205,6 +240,7 @@ struct State {
     recording: Option<RecordingHandle>,
     transcript: Option<CallTranscript>,
     caller_speaking: bool,
+    counters: Arc<MediaCounters>,
     /// Caller audio position, in samples from `start` (one frame per tick).
     caller_pos: u64,
     /// Samples per caller packet: the jitter buffer's frame and the tick.
@@ -310,7 +346,10 @@ impl State {
     fn on_rtp(&mut self, from: SocketAddr, bytes: &[u8], now: Instant) {
         let packet = match self.session.on_packet(from, bytes, now) {
             Verdict::Accepted(Accepted::Rtp { packet, .. }) => packet,
-            Verdict::Accepted(Accepted::Rtcp(_)) => return,
+            Verdict::Accepted(Accepted::Rtcp(packets)) => {
+                self.on_rtcp(&packets);
+                return;
+            }
             Verdict::Dropped(_) => {
                 self.rtp_stats.rejected += 1;
                 return;
@@ -355,6 +394,28 @@ impl State {
             packet.payload.to_vec(),
             now,
         );
+    }
+
+    /// The peer's RTCP: what it says about our stream goes into the stats.
+    fn on_rtcp(&mut self, packets: &[rtcp::RtcpPacket]) {
+        self.rtp_stats.rtcp_received += 1;
+        self.counters.rtcp_received.fetch_add(1, Ordering::Relaxed);
+        let ours = self.rtp_start.ssrc;
+        let arrival = rtcp::NtpTime::from_system_time(SystemTime::now());
+        for p in packets {
+            let blocks = match p {
+                rtcp::RtcpPacket::Sr(sr) => &sr.blocks,
+                rtcp::RtcpPacket::Rr(rr) => &rr.blocks,
+                _ => continue,
+            };
+            for b in blocks.iter().filter(|b| b.ssrc == ours) {
+                self.rtp_stats.peer_lost = Some(i64::from(b.cumulative_lost));
+                self.rtp_stats.peer_jitter_ms = Some(f64::from(b.jitter) / 8.0);
+                if let Some(rtt) = b.round_trip(arrival) {
+                    self.rtp_stats.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+                }
+            }
+        }
     }
 
     /// Records what the pacer sent since the last look.
@@ -476,6 +537,7 @@ impl MediaTask {
             pacer,
             key,
             transcript,
+            counters,
         } = self;
         let start = Instant::now();
         let player = match Player::new(PlayerConfig::default(), seed, start) {
@@ -521,6 +583,7 @@ impl MediaTask {
             recording,
             transcript,
             caller_speaking: false,
+            counters,
             caller_pos: 0,
             last_rtp: start,
             rtp_stats: RtpStats::default(),
@@ -557,7 +620,11 @@ impl MediaTask {
                 }
                 r = sockets.rtcp.recv_from(&mut rtcp_buf) => {
                     if let Ok((n, from)) = r {
-                        let _ = st.session.on_rtcp_port(from, rtcp_buf.get(..n).unwrap_or_default());
+                        if let Verdict::Accepted(Accepted::Rtcp(packets)) =
+                            st.session.on_rtcp_port(from, rtcp_buf.get(..n).unwrap_or_default())
+                        {
+                            st.on_rtcp(&packets);
+                        }
                     }
                 }
                 cmd = cmds.recv() => match cmd {
@@ -620,6 +687,8 @@ impl MediaTask {
             t.finish();
         }
         let stats = st.final_stats();
+        let send_errors = pacer::lock(&st.out).send_errors;
+        st.counters.add_call(&stats, send_errors);
         let mut tail = std::mem::take(&mut st.events);
         tail.push(CallEvent::RtpStats {
             id: id.clone(),
@@ -664,6 +733,7 @@ pub struct MediaPlane {
     pacer: Pacer,
     next_key: u64,
     transcriber: Option<Transcriber>,
+    counters: Arc<MediaCounters>,
 }
 
 /// Commands queued per call: a handful of updates and digits at most.
@@ -674,6 +744,7 @@ impl MediaPlane {
         settings: &crate::config::Config,
         bus: mpsc::Sender<CallEvent>,
         transcriber: Option<Transcriber>,
+        counters: Arc<MediaCounters>,
     ) -> std::io::Result<(MediaPlane, mpsc::Receiver<MediaNote>)> {
         let m = &settings.media;
         let pacer = Pacer::spawn(m.realtime_pacer)?;
@@ -731,6 +802,7 @@ impl MediaPlane {
             pacer,
             next_key: 0,
             transcriber,
+            counters,
         };
         Ok((plane, notes_rx))
     }
@@ -798,6 +870,7 @@ impl MediaPlane {
             pacer: self.pacer.handle(),
             key: self.next_key,
             transcript: self.transcriber.as_ref().map(|t| t.call(&id.to_string())),
+            counters: self.counters.clone(),
         };
         self.next_key += 1;
         self.active.insert(id.to_string(), tx);

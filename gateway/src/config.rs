@@ -136,11 +136,13 @@ pub struct AsrConfig {
     pub channels: Vec<String>,
     /// Whisper states decoding in parallel; 0 = one per core.
     pub workers: usize,
-    /// CPU threads of each decode; 0 = the cores shared out between the workers.
-    /// workers × threads above the core count makes every decode several times
-    /// slower (whisper's threads spin while they wait for each other).
+    /// Most CPU threads one decode may take; 0 = all cores. A decode with nothing
+    /// else waiting takes every free core (lowest latency), otherwise one (most
+    /// throughput); together decodes never use more threads than there are cores,
+    /// since whisper's threads spin while they wait for each other.
     pub threads: usize,
-    /// Beam width of final decodes (partials are always greedy).
+    /// Beam width of final decodes while no other final waits; with a backlog, and
+    /// for partials, decodes are greedy (about twice as fast).
     pub final_beam: u32,
     /// Re-decode an open utterance this often, for partial transcripts; 0 = no partials.
     pub partial_interval_ms: u64,
@@ -154,7 +156,7 @@ impl Default for AsrConfig {
     fn default() -> Self {
         AsrConfig {
             enabled: true,
-            model: "base".into(),
+            model: "base-q8_0".into(),
             language: "zh".into(),
             channels: vec!["caller".into(), "gateway".into()],
             workers: 0,

@@ -3,6 +3,7 @@
 //! owns it (no locks); transports and the store run beside it and talk
 //! through bounded channels.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
@@ -147,6 +148,7 @@ pub async fn run(
         None
     };
     let asr_stats = transcriber.as_ref().map(|t| t.stats.clone());
+    let media_counters = Arc::new(crate::call_media::MediaCounters::default());
     let (snap_tx, snap_rx) = watch::channel(Snapshot::default());
     if let Some(addr) = cfg.http.listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -166,6 +168,7 @@ pub async fn run(
             transport: tstats.clone(),
             live: live_tx.clone(),
             asr: asr_stats,
+            media: media_counters.clone(),
         });
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -175,7 +178,8 @@ pub async fn run(
     }
     // Recordings left open by a crash are repaired before we say we are ready.
     let (mut media, mut notes) =
-        MediaPlane::new(&cfg, event_tx.clone(), transcriber).map_err(ServeError::Media)?;
+        MediaPlane::new(&cfg, event_tx.clone(), transcriber, media_counters)
+            .map_err(ServeError::Media)?;
     // One line on stdout that scripts and tests wait for.
     println!("hotline ready {}", ready.join(" "));
     tracing::info!(listen = %ready.join(" "), data = %cfg.data_dir.display(), "hotline serving");

@@ -779,6 +779,73 @@ mod tests {
     const C: &str = "0190a1c3-0000-7000-8000-000000000003";
 
     #[test]
+    fn segments_are_stored_in_time_order_and_after_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let seg = |channel, utterance, start_ms: u64, text: &str| CallEvent::Segment {
+            id: A.into(),
+            channel,
+            utterance,
+            start_ms,
+            end_ms: start_ms + 900,
+            text: text.into(),
+            eou_at: t(start_ms + 1500),
+            decode_ms: 120,
+        };
+        store
+            .apply(&[
+                started(A, 0),
+                answered(A, 10),
+                seg("gateway", 0, 0, "您好"),
+                seg("caller", 1, 4000, "谢谢"),
+                seg("caller", 0, 2000, "我想咨询社保"),
+                ended(A, 9000, EndReason::CallerBye),
+                // A final decoded after the hang-up still belongs to the call.
+                seg("caller", 2, 8000, "再见"),
+                // One for a call never seen is not stored.
+                CallEvent::Segment {
+                    id: "nope".into(),
+                    channel: "caller",
+                    utterance: 0,
+                    start_ms: 0,
+                    end_ms: 1,
+                    text: "x".into(),
+                    eou_at: t(1),
+                    decode_ms: 1,
+                },
+            ])
+            .unwrap();
+        let c = store.get_call(A).unwrap().unwrap();
+        let got: Vec<(&str, i64, &str, bool)> = c
+            .segments
+            .iter()
+            .map(|s| (s.channel.as_str(), s.start_ms, s.text.as_str(), s.is_final))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("gateway", 0, "您好", true),
+                ("caller", 2000, "我想咨询社保", true),
+                ("caller", 4000, "谢谢", true),
+                ("caller", 8000, "再见", true),
+            ]
+        );
+        assert_eq!(
+            c.segments[1].eou_at,
+            Some(UnixMillis::from_system_time(t(3500)))
+        );
+        assert_eq!(c.segments[1].decode_ms, Some(120));
+        assert!(c.segments[1].stored_at.0 > 0);
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["segments"][0]["final"], true);
+        let n: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM segments", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 4);
+    }
+
+    #[test]
     fn media_events_fill_codec_recording_stats_and_digits_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();

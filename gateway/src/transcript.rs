@@ -125,14 +125,7 @@ impl Transcriber {
             .map(|n| n.get())
             .unwrap_or(2);
         let workers = if cfg.workers == 0 { cores } else { cfg.workers };
-        // ggml's worker threads spin at their barriers: more decode threads
-        // than cores make every decode several times slower, so by default
-        // the workers share the cores out between them.
-        let threads = if cfg.threads == 0 {
-            (cores / workers).max(1)
-        } else {
-            cfg.threads
-        };
+        let threads = if cfg.threads == 0 { cores } else { cfg.threads };
         let opts = WhisperOptions {
             language,
             final_beam: cfg.final_beam,
@@ -143,6 +136,9 @@ impl Transcriber {
         let pool = Pool::whisper(
             PoolConfig {
                 workers,
+                // The pool never runs more decode threads than cores at once.
+                cores,
+                max_threads: threads,
                 ..PoolConfig::default()
             },
             engine,

@@ -9,7 +9,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{import, known_model, known_names, sha256_file, KnownModel, ModelError};
+use super::{import_with, known_model, known_names, sha256_file, KnownModel, ModelError};
 
 /// `$HOTLINE_MODEL_DIR`, or `~/.cache/hotline/models`.
 pub fn default_cache_dir() -> PathBuf {
@@ -93,7 +93,7 @@ pub fn fetch(name: &str, cache_dir: &Path) -> Result<PathBuf, ModelError> {
         std::process::id()
     ));
     tracing::info!(model = model.name, "converting to ggml");
-    let report = import(&work.path, &unverified);
+    let report = import_with(&work.path, &unverified, model.quantize);
     drop(work);
     let report = report?;
     if report.sha256 != model.sha256 {
@@ -119,7 +119,7 @@ pub fn ct2_dir(name: &str, cache_dir: &Path) -> Result<PathBuf, ModelError> {
         name: name.to_owned(),
         known: known_names(),
     })?;
-    let dest = cache_dir.join(format!("ct2-{}", model.name));
+    let dest = cache_dir.join(format!("ct2-{}", model.source));
     let complete = ["model.bin", "config.json", "tokenizer.json"]
         .iter()
         .all(|f| dest.join(f).is_file());
