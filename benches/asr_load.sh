@@ -468,6 +468,8 @@ res = {
     "partials_published": g("asr_partials_published_total"), "partials_shed": g("asr_partials_shed_total"),
     "partials_stale": g("asr_partials_stale_total"), "decode_errors": g("asr_decode_errors_total"),
     "jobs_queued": g("asr_jobs_queued_total"), "jobs_done": g("asr_jobs_done_total"),
+    "speculative_hits": g("asr_speculative_hits_total"), "speculative_shed": g("asr_speculative_shed_total"),
+    "speculative_wasted": g("asr_speculative_wasted_total"),
     "gw_cpu_pct": int(gcpu), "sipp_cpu_pct": int(scpu), "gw_peak_rss_mb": int(rss),
     "drain_s": float(drain), "drained": drained == "1", "sipp_rc": int(sipp_rc), "gateway_rc": int(gw_rc),
     "gateway_exited": stopped == "1", "gateway_log_warn_error": int(logerr),
@@ -487,9 +489,10 @@ EOF
     k=$(sed -n 2p "$dir/row.txt")
     [ "$n" = 1 ] && kref=$k
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); s=r["speech_end_to_stored_ms"]
-print("  N=%d: %d utterances per call, stored per call %d..%d, sipp exit %d, gateway exit %d%s, log WARN/ERROR lines %d, decode errors %d, rtp late %d, speech end -> stored p50/p95 %s/%s ms" % (
+print("  N=%d: %d utterances per call, stored per call %d..%d, sipp exit %d, gateway exit %d%s, log WARN/ERROR lines %d, decode errors %d, rtp late %d, speech end -> stored p50/p95 %s/%s ms, speculative hits/shed/wasted %d/%d/%d" % (
   r["n"], r["utterances_per_call"], r["per_call_stored_min"], r["per_call_stored_max"], r["sipp_rc"], r["gateway_rc"],
-  "" if r["gateway_exited"] else " (killed)", r["gateway_log_warn_error"], r["decode_errors"], r["rtp_late"], s["p50"], s["p95"]))' \
+  "" if r["gateway_exited"] else " (killed)", r["gateway_log_warn_error"], r["decode_errors"], r["rtp_late"], s["p50"], s["p95"],
+  r["speculative_hits"], r["speculative_shed"], r["speculative_wasted"]))' \
         "$dir/result.json" >&2
     # Recordings are ~1.5 MB a call-minute: keep the N=1 one (the peer cuts from it).
     [ "$n" = 1 ] || [ -n "${KEEP:-}" ] || rm -rf "$dir/data/recordings"

@@ -7,6 +7,8 @@
 //! hallucination is retried with the full window or dropped.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
 
@@ -166,6 +168,7 @@ impl Engine {
             state,
             multilingual: self.multilingual,
             path: self.path.clone(),
+            abort: Arc::new(AtomicBool::new(false)),
         })
     }
 }
@@ -174,6 +177,16 @@ pub struct Decoder {
     state: whisper_rs::WhisperState,
     multilingual: bool,
     path: PathBuf,
+    /// Set from another thread to stop the decode in progress (it then fails with
+    /// [`EngineError::Decode`]); cleared when the next decode starts.
+    abort: Arc<AtomicBool>,
+}
+
+/// whisper.cpp's abort hook: polled between graph computations.
+unsafe extern "C" fn abort_requested(data: *mut std::ffi::c_void) -> bool {
+    // SAFETY: `data` is the `AtomicBool` inside the decoder's `Arc`, which the decoder
+    // holds for the whole `full()` call that polls this.
+    unsafe { (*(data as *const AtomicBool)).load(Ordering::Relaxed) }
 }
 
 struct RawResult {
@@ -182,6 +195,11 @@ struct RawResult {
 }
 
 impl Decoder {
+    /// A handle that stops this decoder's decode in progress when set to `true`.
+    pub fn abort_handle(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.abort)
+    }
+
     /// Decodes one utterance (16 kHz mono). Returns the pieces that survive the guards.
     pub fn decode(
         &mut self,
@@ -292,6 +310,12 @@ impl Decoder {
         params.set_max_tokens(max_tokens_for(audio.len()));
         if let Some(p) = prompt {
             params.set_initial_prompt(p);
+        }
+        // SAFETY: the callback only reads the AtomicBool, which `self.abort` keeps alive
+        // until after `full()` returns.
+        unsafe {
+            params.set_abort_callback(Some(abort_requested));
+            params.set_abort_callback_user_data(Arc::as_ptr(&self.abort) as *mut std::ffi::c_void);
         }
         self.state
             .full(params, audio)

@@ -386,6 +386,11 @@ impl JobQueue {
         n
     }
 
+    /// A partial handed out by `pop` was stopped to make room for a final: shed.
+    pub fn abandon_partial(&mut self) {
+        self.stats.partials_shed += 1;
+    }
+
     /// A job handed out by `pop` has finished.
     pub fn complete(&mut self) {
         self.stats.done += 1;
@@ -441,6 +446,12 @@ pub trait Recognizer: Send {
         threads: u32,
         backlog: bool,
     ) -> Result<Vec<Piece>, EngineError>;
+
+    /// A flag that stops the decode in progress when set (the pool sets it to make
+    /// room for a final by abandoning a partial). `None`: decodes cannot be stopped.
+    fn abort_handle(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        None
+    }
 }
 
 /// How the whisper recogniser decodes partials and finals.
@@ -531,6 +542,10 @@ impl Recognizer for WhisperRecognizer {
         };
         opts.threads = threads.max(1);
         self.decoder.decode(audio, opts)
+    }
+
+    fn abort_handle(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        Some(self.decoder.abort_handle())
     }
 }
 
@@ -649,6 +664,8 @@ struct State {
     /// CPU threads not held by a running decode.
     free_cores: usize,
     cores: usize,
+    /// Per worker: the kind of job it runs now and its recogniser's abort flag.
+    running: Vec<(Option<JobKind>, Option<Arc<std::sync::atomic::AtomicBool>>)>,
     max_threads: usize,
 }
 
@@ -697,6 +714,7 @@ impl Pool {
                 closing: false,
                 free_cores: cfg.cores.max(1),
                 cores: cfg.cores.max(1),
+                running: Vec::new(),
                 max_threads: cfg.max_threads.max(1),
             }),
             wake: Condvar::new(),
@@ -706,12 +724,16 @@ impl Pool {
             workers: Vec::with_capacity(n),
             sink: sink.clone_for_worker(),
         };
+        pool.shared.lock().running = recognizers
+            .iter()
+            .map(|r| (None, r.abort_handle()))
+            .collect();
         for (i, rec) in recognizers.into_iter().enumerate() {
             let shared = Arc::clone(&pool.shared);
             let sink = sink.clone_for_worker();
             let handle = std::thread::Builder::new()
                 .name(format!("asr-worker-{i}"))
-                .spawn(move || worker(shared, rec, sink))
+                .spawn(move || worker(shared, i, rec, sink))
                 .map_err(PoolError::Spawn)?;
             pool.workers.push(handle);
         }
@@ -731,8 +753,19 @@ impl Pool {
     /// Queues a job; never blocks on recognition.
     pub fn submit(&self, stream_key: u64, job: Job) {
         let now = Instant::now();
+        let kind = job.kind;
         let mut st = self.shared.lock();
         let answered = st.queue.push(stream_key, job, now);
+        if kind != JobKind::Partial && answered.is_none() {
+            // A final (or its speculation) is waiting: partials give their cores up.
+            for (running, flag) in &st.running {
+                if *running == Some(JobKind::Partial) {
+                    if let Some(f) = flag {
+                        f.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        }
         drop(st);
         match answered {
             Some(a) => self.sink.send(outcome(&a.final_job, &a.result)),
@@ -772,7 +805,7 @@ impl Drop for Pool {
     }
 }
 
-fn worker<R: Recognizer>(shared: Arc<Shared>, mut rec: R, sink: Sink) {
+fn worker<R: Recognizer>(shared: Arc<Shared>, index: usize, mut rec: R, sink: Sink) {
     loop {
         let next = {
             let mut st = shared.lock();
@@ -790,14 +823,24 @@ fn worker<R: Recognizer>(shared: Arc<Shared>, mut rec: R, sink: Sink) {
                     };
                     if let Some(q) = job {
                         // Alone: all free cores (lowest latency); with work waiting: one
-                        // (most throughput). Partials never hold more than one.
-                        let threads = if st.queue.is_empty() && q.job.kind != JobKind::Partial {
+                        // (most throughput). A partial runs only on an idle pool and
+                        // takes every core too: a final that comes meanwhile waits for
+                        // a short decode rather than running beside it on one core.
+                        let threads = if st.queue.is_empty() {
                             st.free_cores.min(st.max_threads)
                         } else {
                             1
                         };
                         st.free_cores -= threads;
                         let backlog = st.queue.stats().queued_finals > 0;
+                        if let Some(slot) = st.running.get_mut(index) {
+                            // Cleared under the lock that `submit` sets it under, so a
+                            // flag meant for the last partial cannot stop this job.
+                            if let Some(flag) = &slot.1 {
+                                flag.store(false, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            slot.0 = Some(q.job.kind);
+                        }
                         break Some((q, threads, backlog));
                     }
                     if st.closing {
@@ -819,8 +862,24 @@ fn worker<R: Recognizer>(shared: Arc<Shared>, mut rec: R, sink: Sink) {
             rec.recognize(&q.job.audio, q.job.kind, threads as u32, backlog)
         }));
         let finished_at = Instant::now();
-        shared.lock().free_cores += threads;
+        let aborted = {
+            let mut st = shared.lock();
+            st.free_cores += threads;
+            match st.running.get_mut(index) {
+                Some(slot) => {
+                    slot.0 = None;
+                    slot.1
+                        .as_ref()
+                        .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+                }
+                None => false,
+            }
+        };
         shared.wake.notify_all();
+        if aborted && q.job.kind == JobKind::Partial {
+            shared.lock().queue.abandon_partial();
+            continue;
+        }
         let (text, error) = match result {
             Ok(Ok(pieces)) => (join_pieces(&pieces), None),
             Ok(Err(e)) => (String::new(), Some(e.to_string())),

@@ -643,8 +643,7 @@ mod tests {
         for f in &finals {
             let spec = jobs
                 .iter()
-                .filter(|j| j.kind == JobKind::Speculative && j.utterance == f.utterance)
-                .last()
+                .rfind(|j| j.kind == JobKind::Speculative && j.utterance == f.utterance)
                 .unwrap_or_else(|| panic!("no speculative job for {f:?}"));
             assert_eq!(
                 (spec.start_ms, spec.end_ms, &spec.audio),

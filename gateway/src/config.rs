@@ -161,7 +161,7 @@ impl Default for AsrConfig {
             channels: vec!["caller".into(), "gateway".into()],
             workers: 0,
             threads: 0,
-            final_beam: 5,
+            final_beam: 1,
             partial_interval_ms: 1000,
             end_silence_ms: 600,
             max_utterance_ms: 20_000,
