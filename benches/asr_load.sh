@@ -50,10 +50,9 @@
 # The ratio columns are faster-whisper's time over hotline's at the same thread count
 # (above 1: hotline faster).
 #
-#   benches/asr_load.sh                               # N = 1 2 4 8 16 24, 90 s calls
+#   benches/asr_load.sh                               # N = 1 2 4 8 16 24, 60 s calls
 #   CALLS=1 HOLD_S=30 benches/asr_load.sh             # a quick look
-#   MODEL=target/bench-asr/ggml-base-q8_0.bin benches/asr_load.sh
-#       # (hotline model import ~/.cache/hotline/models/ct2-base --quantize q8_0 --out ...)
+#   MODEL=base FINAL_BEAM=5 benches/asr_load.sh       # f16 weights, beam-5 finals
 #   WORKERS=1 THREADS=2 benches/asr_load.sh
 #   benches/asr_load.sh peer target/bench-asr/RUN/n1  # the peer alone, on a kept N=1 run
 #
@@ -67,13 +66,13 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 CALLS=${CALLS:-"1 2 4 8 16 24"}
-HOLD_S=${HOLD_S:-90}
+HOLD_S=${HOLD_S:-60}
 RATE=${RATE:-2}            # new calls per second
 SETTLE_S=${SETTLE_S:-5}    # after the last call started, before the CPU sample
-MODEL=${MODEL:-base}
+MODEL=${MODEL:-base-q8_0}
 WORKERS=${WORKERS:-0}      # 0 = one per core
-THREADS=${THREADS:-0}      # 0 = cores / workers
-FINAL_BEAM=${FINAL_BEAM:-5}
+THREADS=${THREADS:-0}      # 0 = all cores (the pool keeps to its thread budget)
+FINAL_BEAM=${FINAL_BEAM:-1}
 PARTIAL_MS=${PARTIAL_MS:-1000}
 DRAIN_TIMEOUT_S=${DRAIN_TIMEOUT_S:-1200}
 STOP_TIMEOUT_S=${STOP_TIMEOUT_S:-300}
