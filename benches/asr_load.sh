@@ -415,10 +415,14 @@ EOF
     sfail=$(sipp_stat "$dir/stat.csv" 'FailedCall(C)')
     gcpu=$(awk -v g=$((g1 - g0)) -v t="$tck" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", 100 * g / t / (b - a) }')
     scpu=$(awk -v g=$((s1 - s0)) -v t="$tck" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", 100 * g / t / (b - a) }')
-    logerr=$(grep -c -E ' (WARN|ERROR) |panick' "$dir/gateway.log" || true)
-    python3 - "$dir" "$n" "$kref" "$sok" "$sfail" "$gcpu" "$scpu" "$rss" "$drain" "$drained" "$rc" "$gw_rc" "$logerr" "$stopped" <<'EOF' >"$dir/row.txt"
+    # whisper.cpp logs "failed to encode/decode" at ERROR for a compute the pool aborted
+    # (a partial that gives its cores up to a final): counted apart from the rest.
+    aborts=$(grep -c -E 'whisper_full_with_state: failed to (encode|decode)' "$dir/gateway.log" || true)
+    logerr=$(grep -E ' (WARN|ERROR) |panick' "$dir/gateway.log" |
+        grep -c -v -E 'whisper_full_with_state: failed to (encode|decode)' || true)
+    python3 - "$dir" "$n" "$kref" "$sok" "$sfail" "$gcpu" "$scpu" "$rss" "$drain" "$drained" "$rc" "$gw_rc" "$logerr" "$stopped" "$aborts" <<'EOF' >"$dir/row.txt"
 import json, os, sqlite3, sys
-(d, n, kref, sok, sfail, gcpu, scpu, rss, drain, drained, sipp_rc, gw_rc, logerr, stopped) = sys.argv[1:]
+(d, n, kref, sok, sfail, gcpu, scpu, rss, drain, drained, sipp_rc, gw_rc, logerr, stopped, aborts) = sys.argv[1:]
 n, kref, sok, sfail = int(n), int(kref), int(sok), int(sfail)
 m = {}
 for line in open(os.path.join(d, "metrics.txt")):
@@ -472,6 +476,7 @@ res = {
     "gw_cpu_pct": int(gcpu), "sipp_cpu_pct": int(scpu), "gw_peak_rss_mb": int(rss),
     "drain_s": float(drain), "drained": drained == "1", "sipp_rc": int(sipp_rc), "gateway_rc": int(gw_rc),
     "gateway_exited": stopped == "1", "gateway_log_warn_error": int(logerr),
+    "whisper_aborted_computes": int(aborts),
     "rtp_rx": rx, "rtp_lost": lost, "rtp_late": late,
 }
 json.dump(res, open(os.path.join(d, "result.json"), "w"), indent=1)
@@ -488,9 +493,9 @@ EOF
     k=$(sed -n 2p "$dir/row.txt")
     [ "$n" = 1 ] && kref=$k
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); s=r["speech_end_to_stored_ms"]
-print("  N=%d: %d utterances per call, stored per call %d..%d, sipp exit %d, gateway exit %d%s, log WARN/ERROR lines %d, decode errors %d, rtp late %d, speech end -> stored p50/p95 %s/%s ms, speculative hits/shed/wasted %d/%d/%d" % (
+print("  N=%d: %d utterances per call, stored per call %d..%d, sipp exit %d, gateway exit %d%s, log WARN/ERROR lines %d (+%d aborted whisper computes), decode errors %d, rtp late %d, speech end -> stored p50/p95 %s/%s ms, speculative hits/shed/wasted %d/%d/%d" % (
   r["n"], r["utterances_per_call"], r["per_call_stored_min"], r["per_call_stored_max"], r["sipp_rc"], r["gateway_rc"],
-  "" if r["gateway_exited"] else " (killed)", r["gateway_log_warn_error"], r["decode_errors"], r["rtp_late"], s["p50"], s["p95"],
+  "" if r["gateway_exited"] else " (killed)", r["gateway_log_warn_error"], r["whisper_aborted_computes"], r["decode_errors"], r["rtp_late"], s["p50"], s["p95"],
   r["speculative_hits"], r["speculative_shed"], r["speculative_wasted"]))' \
         "$dir/result.json" >&2
     # Recordings are ~1.5 MB a call-minute: keep the N=1 one (the peer cuts from it).
