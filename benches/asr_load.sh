@@ -9,7 +9,13 @@
 # silence to HOLD_S + 5 s. So every call, whatever N, has the same utterances and each
 # is closed by the endpointer before the caller hangs up (no final is cut by the BYE).
 # It is played as µ-law RTP by SIPp (benches/sipp/asr_uac.xml, play_pcap_audio), every
-# call from its start, calls starting RATE per second, each held HOLD_S seconds.
+# call from its start, each held HOLD_S seconds. PHASES says when calls start:
+#   step    N calls, RATE per second: every call speaks the same utterance within
+#           N/RATE s of the others, so their finals come in bursts of N (the worst case).
+#   spread  2N calls, N every HOLD_S seconds (SIPp -r N -rp HOLD_S), at most N up at once:
+#           from HOLD_S to 2 x HOLD_S exactly N calls are up, each at a different point
+#           of the track, as independent callers are. Latency and CPU are taken over
+#           that window only (finals whose end of utterance falls in it).
 #
 # Per N (columns of the table):
 #   calls ok/fail  SIPp's successful calls / failed calls + records not answered or not
@@ -67,7 +73,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CALLS=${CALLS:-"1 2 4 8 16 24"}
 HOLD_S=${HOLD_S:-60}
-RATE=${RATE:-2}            # new calls per second
+RATE=${RATE:-2}            # new calls per second (PHASES=step)
+PHASES=${PHASES:-step}     # step or spread (above)
 SETTLE_S=${SETTLE_S:-5}    # after the last call started, before the CPU sample
 MODEL=${MODEL:-base-q8_0}
 WORKERS=${WORKERS:-0}      # 0 = one per core
@@ -212,6 +219,7 @@ for c in sipp sox python3 curl; do
     command -v "$c" >/dev/null || { echo "no $c (scripts/setup.sh)" >&2; exit 1; }
 done
 [ -f "$FIXTURES/manifest.tsv" ] || { echo "no $FIXTURES/manifest.tsv" >&2; exit 1; }
+case "$PHASES" in step | spread) ;; *) echo "PHASES is step or spread" >&2; exit 2 ;; esac
 OUT=${OUT:-target/bench-asr/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT/media"
 OUT=$(cd "$OUT" && pwd)
@@ -313,7 +321,7 @@ EOF
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 asr_label="hotline model=$MODEL workers=$WORKERS threads=$THREADS beam=$FINAL_BEAM"
 echo "machine: $(nproc) cores, $cpu_model; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "command: CALLS=\"$CALLS\" HOLD_S=$HOLD_S RATE=$RATE MODEL=$MODEL WORKERS=$WORKERS THREADS=$THREADS FINAL_BEAM=$FINAL_BEAM PARTIAL_MS=$PARTIAL_MS benches/asr_load.sh"
+echo "command: CALLS=\"$CALLS\" HOLD_S=$HOLD_S PHASES=$PHASES RATE=$RATE MODEL=$MODEL WORKERS=$WORKERS THREADS=$THREADS FINAL_BEAM=$FINAL_BEAM PARTIAL_MS=$PARTIAL_MS benches/asr_load.sh"
 echo "binary: $SRC_BIN ($(stat -c %y "$SRC_BIN" | cut -d. -f1), git $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- asr gateway src Cargo.lock 2>/dev/null || echo '+dirty tree')); raw data: $OUT"
 echo
 echo "| N | calls ok/fail | finals (stored+empty)/expected | lost | dropped | final p50 ms | final p95 ms | final max ms | decode p50 ms | partials pub/shed/stale | gw CPU | sipp CPU | gw peak RSS | drain s | rtp loss% |"
@@ -354,20 +362,30 @@ EOF
     target=$(sed -n 's/.* udp:\([0-9.]*:[0-9]*\).*/\1/p' "$dir/ready")
     http=$(sed -n 's/.* http:\([0-9.]*:[0-9]*\).*/\1/p' "$dir/ready")
     [ -n "$target" ] && [ -n "$http" ] || { echo "gateway not ready" >&2; cat "$dir/ready" "$dir/gateway.log" >&2; exit 1; }
-    ramp=$(( (n + RATE - 1) / RATE ))
+    if [ "$PHASES" = spread ]; then
+        # N calls per HOLD_S: from HOLD_S on, one starts as one ends.
+        ncalls=$((2 * n)) ramp=$HOLD_S rate_args="-r $n -rp $((HOLD_S * 1000))"
+        span=$((3 * HOLD_S))
+    else
+        ramp=$(( (n + RATE - 1) / RATE ))
+        ncalls=$n rate_args="-r $RATE" span=$((HOLD_S + ramp))
+    fi
+    t_start_ms=$(date +%s%3N)
     (
         cd "$dir"
-        exec sipp -sf "$SCENARIO" -r "$RATE" -m "$n" -l "$n" -d $((HOLD_S * 1000)) \
+        # shellcheck disable=SC2086
+        exec sipp -sf "$SCENARIO" $rate_args -m "$ncalls" -l "$n" -d $((HOLD_S * 1000)) \
             -nostdin -i 127.0.0.1 -p "$(free_port)" -mp "$(free_port)" \
             -trace_stat -stf "$dir/stat.csv" -fd 5 \
             -trace_err -error_file "$dir/errors.log" \
             -trace_screen -screen_file "$dir/screen.log" \
-            -timeout $((HOLD_S + ramp + 60))s -timeout_error \
+            -timeout $((span + 60))s -timeout_error \
             "$target" >"$dir/sipp.out" 2>"$dir/sipp.err"
     ) &
     sipp_pid=$!
     sleep $((ramp + SETTLE_S))
-    sample=$(( HOLD_S - ramp - SETTLE_S - 5 ))
+    sample=$(( HOLD_S - SETTLE_S - 5 ))
+    [ "$PHASES" = step ] && sample=$(( HOLD_S - ramp - SETTLE_S - 5 ))
     [ "$sample" -lt 5 ] && sample=5
     g0=$(cpu_ticks "$gw_pid"); s0=$(cpu_ticks "$sipp_pid"); t0=$(date +%s.%N)
     sleep "$sample"
@@ -420,10 +438,14 @@ EOF
     aborts=$(grep -c -E 'whisper_full_with_state: failed to (encode|decode)' "$dir/gateway.log" || true)
     logerr=$(grep -E ' (WARN|ERROR) |panick' "$dir/gateway.log" |
         grep -c -v -E 'whisper_full_with_state: failed to (encode|decode)' || true)
-    python3 - "$dir" "$n" "$kref" "$sok" "$sfail" "$gcpu" "$scpu" "$rss" "$drain" "$drained" "$rc" "$gw_rc" "$logerr" "$stopped" "$aborts" <<'EOF' >"$dir/row.txt"
+    # spread: the window with N calls up, as epoch ms (eou_at is epoch ms).
+    win_lo=0 win_hi=0
+    [ "$PHASES" = spread ] && win_lo=$((t_start_ms + HOLD_S * 1000)) win_hi=$((t_start_ms + 2 * HOLD_S * 1000))
+    python3 - "$dir" "$n" "$kref" "$sok" "$sfail" "$gcpu" "$scpu" "$rss" "$drain" "$drained" "$rc" "$gw_rc" "$logerr" "$stopped" "$aborts" "$ncalls" "$win_lo" "$win_hi" <<'EOF' >"$dir/row.txt"
 import json, os, sqlite3, sys
-(d, n, kref, sok, sfail, gcpu, scpu, rss, drain, drained, sipp_rc, gw_rc, logerr, stopped, aborts) = sys.argv[1:]
-n, kref, sok, sfail = int(n), int(kref), int(sok), int(sfail)
+(d, n, kref, sok, sfail, gcpu, scpu, rss, drain, drained, sipp_rc, gw_rc, logerr, stopped, aborts,
+ ncalls, win_lo, win_hi) = sys.argv[1:]
+n, kref, sok, sfail, ncalls, win_lo, win_hi = int(n), int(kref), int(sok), int(sfail), int(ncalls), int(win_lo), int(win_hi)
 m = {}
 for line in open(os.path.join(d, "metrics.txt")):
     if line.startswith("hotline_"):
@@ -433,7 +455,7 @@ g = lambda k: int(m.get(k, 0))
 db = sqlite3.connect(os.path.join(d, "data", "hotline.db"))
 calls = db.execute("SELECT id, status, answered_at, ended_at, end_reason, rtp_stats FROM calls").fetchall()
 bad = sum(1 for c in calls if c[1] != 200 or not c[2] or c[4] != "caller-bye")
-missing = max(0, n - len(calls))
+missing = max(0, ncalls - len(calls))
 rx = lost = late = 0
 for c in calls:
     r = json.loads(c[5]) if c[5] else {}
@@ -444,6 +466,8 @@ per_call = {}
 for s in segs:
     per_call.setdefault(s[0], []).append(s[1])
 k = max([kref] + [max(u) + 1 for u in per_call.values()])
+if win_hi:
+    segs = [s for s in segs if s[2] is not None and win_lo <= s[2] < win_hi]
 lat = sorted(s[3] - s[2] for s in segs if s[2] is not None)
 dec = sorted(s[4] for s in segs if s[4] is not None)
 # From the end of the speech (answer + end_ms) to stored: adds the endpointer's 600 ms
@@ -455,11 +479,11 @@ def pct(v, q):
     i = -(-q * len(v) // 1)
     return v[min(len(v) - 1, max(0, int(i) - 1))]
 stored, empty = g("asr_finals_stored_total"), g("asr_finals_empty_total")
-expected = n * k
+expected = ncalls * k
 res = {
-    "n": n, "sipp_ok": sok, "sipp_failed": sfail, "records": len(calls), "records_bad": bad,
+    "n": n, "calls": ncalls, "window_ms": [win_lo, win_hi] if win_hi else None, "sipp_ok": sok, "sipp_failed": sfail, "records": len(calls), "records_bad": bad,
     "records_missing": missing, "failed": sfail + bad + missing,
-    "utterances_per_call": k, "expected_finals": expected, "finals_stored_db": len(segs),
+    "utterances_per_call": k, "expected_finals": expected, "finals_in_latency": len(segs),
     "finals_stored": stored, "finals_empty": empty, "finals_lost": expected - stored - empty,
     "finals_dropped": g("asr_finals_dropped_total"),
     "per_call_stored_min": min((len(u) for u in per_call.values()), default=0),
@@ -502,7 +526,9 @@ print("  N=%d: %d utterances per call, stored per call %d..%d, sipp exit %d, gat
     [ "$n" = 1 ] || [ -n "${KEEP:-}" ] || rm -rf "$dir/data/recordings"
 done
 
-if [ "$PEER" = 1 ] && [ -d "$OUT/n1" ]; then
+if [ "$PEER" = 1 ] && [ "$PHASES" = spread ]; then
+    echo "peer: skipped (it cuts the one N=1 call of PHASES=step)" >&2
+elif [ "$PEER" = 1 ] && [ -d "$OUT/n1" ]; then
     echo
     peer "$OUT/n1"
 fi

@@ -57,7 +57,10 @@ fn mandarin_base_cer_clean_and_telephone() {
     let tel = eval_json(&["--model", "base", "--only", "zh", "--telephone"]);
     check_clips(&tel);
     let cer = tel["summary"]["zh_cer"].as_f64().unwrap();
-    assert!(cer <= 0.47, "telephone CER {cer}");
+    // 0.449 with ggml's row-by-row products, 0.473 with llamafile's tiled ones
+    // (.cargo/config.toml): the order of the sums flips single words either way (without
+    // temperature fallback 0.562 -> 0.544, clean 0.380 -> 0.390).
+    assert!(cer <= 0.49, "telephone CER {cer}");
 }
 
 #[test]

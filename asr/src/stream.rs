@@ -715,7 +715,8 @@ mod tests {
         );
         // Padded audio: pre- and post-pad around the utterance.
         let first = f[0];
-        let expect = (first.end_ms - first.start_ms + 200 + 300) * 16;
+        let pads = StreamConfig::default();
+        let expect = (first.end_ms - first.start_ms + pads.pre_pad_ms + pads.post_pad_ms) * 16;
         assert_eq!(first.audio.len() as u64, expect, "{first:?}");
     }
 
@@ -856,7 +857,8 @@ mod tests {
             (f[0].end_ms - f[0].start_ms + 200) * 16
         );
         assert!(f[1].audio.len() as u64 >= (f[1].end_ms - f[1].start_ms) * 16);
-        assert!(f[1].audio.len() as u64 <= (f[1].end_ms - f[1].start_ms + 300) * 16);
+        let post_pad = StreamConfig::default().post_pad_ms;
+        assert!(f[1].audio.len() as u64 <= (f[1].end_ms - f[1].start_ms + post_pad) * 16);
     }
 
     #[test]

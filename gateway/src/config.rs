@@ -142,7 +142,7 @@ pub struct AsrConfig {
     /// since whisper's threads spin while they wait for each other.
     pub threads: usize,
     /// Beam width of final decodes while no other final waits; with a backlog, and
-    /// for partials, decodes are greedy (about twice as fast).
+    /// for partials, decodes are greedy without temperature fallback.
     pub final_beam: u32,
     /// Re-decode an open utterance this often, for partial transcripts; 0 = no partials.
     pub partial_interval_ms: u64,
@@ -150,6 +150,11 @@ pub struct AsrConfig {
     pub end_silence_ms: u64,
     /// A longer utterance is split at its quietest point.
     pub max_utterance_ms: u64,
+    /// Once an utterance has gone on this long, a pause of `long_end_silence_ms` ends
+    /// it (0: only `end_silence_ms` does): long turns come out as text sooner, in
+    /// pieces that decode faster, cut at a breath.
+    pub long_after_ms: u64,
+    pub long_end_silence_ms: u64,
 }
 
 impl Default for AsrConfig {
@@ -164,7 +169,9 @@ impl Default for AsrConfig {
             final_beam: 1,
             partial_interval_ms: 1000,
             end_silence_ms: 600,
-            max_utterance_ms: 20_000,
+            max_utterance_ms: 12_000,
+            long_after_ms: 8000,
+            long_end_silence_ms: 400,
         }
     }
 }
@@ -218,6 +225,19 @@ impl AsrConfig {
         // Whisper sees 30 s at most; padding goes on top.
         if !(2000..=28_000).contains(&self.max_utterance_ms) {
             return Err(invalid(&["asr.max_utterance_ms"], "must be 2000 to 28000"));
+        }
+        if self.long_after_ms != 0 && !(2000..=self.max_utterance_ms).contains(&self.long_after_ms)
+        {
+            return Err(invalid(
+                &["asr.long_after_ms"],
+                "must be 0 (off) or 2000 up to asr.max_utterance_ms",
+            ));
+        }
+        if !(100..=self.end_silence_ms).contains(&self.long_end_silence_ms) {
+            return Err(invalid(
+                &["asr.long_end_silence_ms"],
+                "must be 100 up to asr.end_silence_ms",
+            ));
         }
         Ok(())
     }
@@ -876,6 +896,15 @@ listen = false
             .contains("at least one algorithm"));
         assert!(err("[sip]\nuser_agent = \"x\\r\\nEvil: 1\"\n").contains("user_agent"));
         assert!(err("[sip]\npublic_host = \"a b\"\n").contains("public_host"));
+        assert_eq!(
+            err("[asr]\nlong_after_ms = 25000\n"),
+            "hotline.toml:2:1: asr.long_after_ms must be 0 (off) or 2000 up to asr.max_utterance_ms"
+        );
+        assert!(
+            err("[asr]\nend_silence_ms = 400\nlong_end_silence_ms = 500\n")
+                .starts_with("hotline.toml:3:1: asr.long_end_silence_ms")
+        );
+        assert!(parse("[asr]\nlong_after_ms = 0\n").is_ok());
     }
 
     #[test]

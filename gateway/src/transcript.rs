@@ -174,6 +174,8 @@ impl Transcriber {
                 endpoint: EndpointConfig {
                     end_silence_ms: cfg.end_silence_ms,
                     max_utterance_ms: cfg.max_utterance_ms,
+                    long_after_ms: cfg.long_after_ms,
+                    long_end_silence_ms: cfg.long_end_silence_ms,
                     ..EndpointConfig::default()
                 },
                 ..StreamConfig::default()

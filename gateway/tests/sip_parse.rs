@@ -218,9 +218,12 @@ fn host() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Generic header parameters. Never `tag`: the test appends the one tag it expects
+/// back, and a second `tag` (";tag;tag=A" was generated once) is not a tag-param.
 fn params() -> impl Strategy<Value = String> {
     prop::collection::vec(("[a-z]{1,6}", prop::option::of("[a-z0-9.]{1,6}")), 0..3).prop_map(|ps| {
         ps.into_iter()
+            .filter(|(n, _)| n != "tag")
             .map(|(n, v)| match v {
                 Some(v) => format!(";{n}={v}"),
                 None => format!(";{n}"),
