@@ -387,6 +387,19 @@ impl JobQueue {
     }
 
     /// A partial handed out by `pop` was stopped to make room for a final: shed.
+    /// Drops a stream's queued partial (its speaker paused). Returns whether one was.
+    pub fn shed_partial_of(&mut self, stream_key: u64) -> bool {
+        let Some(&seq) = self.partial_of.get(&stream_key) else {
+            return false;
+        };
+        let shed = self.remove_partial(seq).is_some();
+        if shed {
+            self.stats.partials_shed += 1;
+        }
+        self.update_depth();
+        shed
+    }
+
     pub fn abandon_partial(&mut self) {
         self.stats.partials_shed += 1;
     }
@@ -676,6 +689,8 @@ struct State {
     cores: usize,
     /// Per worker: the kind of job it runs now and its recogniser's abort flag.
     running: Vec<(Option<JobKind>, Option<Arc<std::sync::atomic::AtomicBool>>)>,
+    /// Per worker: the stream whose job it runs now.
+    running_stream: Vec<Option<u64>>,
     max_threads: usize,
 }
 
@@ -725,6 +740,7 @@ impl Pool {
                 free_cores: cfg.cores.max(1),
                 cores: cfg.cores.max(1),
                 running: Vec::new(),
+                running_stream: Vec::new(),
                 max_threads: cfg.max_threads.max(1),
             }),
             wake: Condvar::new(),
@@ -734,10 +750,14 @@ impl Pool {
             workers: Vec::with_capacity(n),
             sink: sink.clone_for_worker(),
         };
-        pool.shared.lock().running = recognizers
-            .iter()
-            .map(|r| (None, r.abort_handle()))
-            .collect();
+        {
+            let mut st = pool.shared.lock();
+            st.running = recognizers
+                .iter()
+                .map(|r| (None, r.abort_handle()))
+                .collect();
+            st.running_stream = vec![None; recognizers.len()];
+        }
         for (i, rec) in recognizers.into_iter().enumerate() {
             let shared = Arc::clone(&pool.shared);
             let sink = sink.clone_for_worker();
@@ -780,6 +800,24 @@ impl Pool {
         match answered {
             Some(a) => self.sink.send(outcome(&a.final_job, &a.result)),
             None => self.shared.wake.notify_one(),
+        }
+    }
+
+    /// A stream's speaker has paused: its queued partial is dropped and its running one
+    /// stopped, so the final's (speculative) decode that is likely to follow finds a
+    /// free core.
+    pub fn hush(&self, stream_key: u64) {
+        let mut st = self.shared.lock();
+        st.queue.shed_partial_of(stream_key);
+        let st = &*st;
+        for (i, (running, flag)) in st.running.iter().enumerate() {
+            if *running == Some(JobKind::Partial)
+                && st.running_stream.get(i) == Some(&Some(stream_key))
+            {
+                if let Some(f) = flag {
+                    f.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
         }
     }
 
@@ -859,6 +897,9 @@ fn worker<R: Recognizer>(shared: Arc<Shared>, index: usize, mut rec: R, sink: Si
                             }
                             slot.0 = Some(q.job.kind);
                         }
+                        if let Some(s) = st.running_stream.get_mut(index) {
+                            *s = Some(q.stream_key);
+                        }
                         break Some((q, threads, backlog));
                     }
                     if st.closing {
@@ -883,6 +924,9 @@ fn worker<R: Recognizer>(shared: Arc<Shared>, index: usize, mut rec: R, sink: Si
         let aborted = {
             let mut st = shared.lock();
             st.free_cores += threads;
+            if let Some(s) = st.running_stream.get_mut(index) {
+                *s = None;
+            }
             match st.running.get_mut(index) {
                 Some(slot) => {
                     slot.0 = None;
@@ -1482,6 +1526,74 @@ mod tests {
             ]
         );
         pool.shutdown();
+    }
+
+    #[test]
+    fn hush_stops_the_paused_streams_partials_only() {
+        /// Holds its first job at the gate; can be stopped through its abort flag.
+        struct Stoppable {
+            gate: Option<mpsc::Receiver<()>>,
+            abort: Arc<std::sync::atomic::AtomicBool>,
+        }
+        impl Recognizer for Stoppable {
+            fn recognize(
+                &mut self,
+                audio: &[f32],
+                _kind: JobKind,
+                _threads: u32,
+                _backlog: bool,
+            ) -> Result<Vec<Piece>, EngineError> {
+                if let Some(g) = self.gate.take() {
+                    let _ = g.recv();
+                }
+                Ok(vec![Piece {
+                    start_ms: 0,
+                    end_ms: 0,
+                    text: format!("u{}", audio.first().copied().unwrap_or(0.0) as u64),
+                    no_speech_prob: 0.0,
+                    avg_logprob: 0.0,
+                }])
+            }
+            fn abort_handle(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+                Some(Arc::clone(&self.abort))
+            }
+        }
+        let (gate_tx, gate_rx) = mpsc::channel();
+        let mut gate_rx = Some(gate_rx);
+        let (tx, rx) = mpsc::channel();
+        let pool = Pool::new(
+            PoolConfig {
+                workers: 1,
+                cores: 1,
+                max_threads: 1,
+                queue: QueueConfig::default(),
+            },
+            move |_| {
+                Ok(Stoppable {
+                    gate: gate_rx.take(),
+                    abort: Arc::default(),
+                })
+            },
+            tx,
+        )
+        .unwrap();
+        // Stream 1's partial runs; stream 2's and stream 3's wait.
+        pool.submit(1, tagged(JobKind::Partial, 1, 0));
+        wait_until(|| pool.stats().started == 1);
+        pool.submit(2, tagged(JobKind::Partial, 2, 0));
+        pool.submit(3, tagged(JobKind::Partial, 3, 0));
+        // Stream 2 pauses: its queued partial goes; stream 1's keeps running.
+        pool.hush(2);
+        assert_eq!(pool.stats().partials_shed, 1);
+        assert_eq!(pool.stats().queued_partials, 1);
+        // Stream 1 pauses: its running partial is stopped and never reported.
+        pool.hush(1);
+        gate_tx.send(()).unwrap();
+        let out = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!((out.stream_key, out.text.as_str()), (3, "u3"));
+        let s = pool.shutdown();
+        assert_eq!((s.started, s.done, s.partials_shed), (2, 1, 2));
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]

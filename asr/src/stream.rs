@@ -37,6 +37,12 @@ pub struct StreamConfig {
     /// final will have if the speaker does not go on). The pool hands its result over
     /// when the `Final` comes, which takes the end-silence wait off the final's latency.
     pub speculate: bool,
+    /// Trailing silence after which the speaker counts as paused (`paused()`): no new
+    /// partial starts, and the gateway stops this stream's running partial. whisper.cpp
+    /// looks at its abort hook only after the whole encoder, so a partial still running
+    /// when the speculative decode is queued (at post_pad of silence) holds a core for
+    /// up to its encoder's length; stopping it here lets that pass first.
+    pub hush_ms: u64,
 }
 
 impl Default for StreamConfig {
@@ -51,6 +57,7 @@ impl Default for StreamConfig {
             pre_pad_ms: seg.pre_pad_ms,
             post_pad_ms: seg.post_pad_ms,
             speculate: true,
+            hush_ms: 100,
         }
     }
 }
@@ -260,6 +267,13 @@ impl Stream {
     /// gateway stops a barge-in prompt when this turns true.
     pub fn speaking(&self) -> bool {
         self.open.is_some()
+    }
+
+    /// Whether the speaker has paused in an open utterance for at least `hush_ms`.
+    pub fn paused(&self) -> bool {
+        self.open.as_ref().is_some_and(|o| {
+            self.frames.saturating_sub(o.last_speech_frame + 1) * FRAME_MS >= self.cfg.hush_ms
+        })
     }
 
     /// ms of audio pushed so far.
@@ -495,11 +509,13 @@ impl Stream {
         if frames < open.next_partial_frame || open.speech_frames < min_speech {
             return;
         }
-        // Nothing said since the last partial (the speaker has paused and the final is
-        // on its way): skip this tick rather than decode the same words again.
-        if open
-            .last_partial_frame
-            .is_some_and(|f| open.last_speech_frame < f)
+        // Nothing said since the last partial, or the speaker has paused (the final is
+        // probably on its way): skip this tick rather than decode the same words again.
+        let pause_frames = frames.saturating_sub(open.last_speech_frame + 1);
+        if pause_frames * FRAME_MS >= self.cfg.hush_ms
+            || open
+                .last_partial_frame
+                .is_some_and(|f| open.last_speech_frame < f)
         {
             if let Some(open) = &mut self.open {
                 open.next_partial_frame = frames + interval;
@@ -718,6 +734,31 @@ mod tests {
         let pads = StreamConfig::default();
         let expect = (first.end_ms - first.start_ms + pads.pre_pad_ms + pads.post_pad_ms) * 16;
         assert_eq!(first.audio.len() as u64, expect, "{first:?}");
+    }
+
+    #[test]
+    fn a_pause_is_reported_and_starts_no_partial() {
+        let (pcm, _) = call();
+        let mut s = Stream::new(StreamConfig::default());
+        let mut was_paused = false;
+        let mut pauses = 0;
+        // 16 ms chunks: one VAD frame per push, so `paused()` after a push is what the
+        // stream saw when it cut that push's jobs.
+        for c in pcm.chunks(128) {
+            s.push_8k(c);
+            while let Some(j) = s.poll() {
+                // No partial is cut while the speaker is paused.
+                assert!(!(j.kind == JobKind::Partial && s.paused()), "{j:?}");
+            }
+            if s.paused() && !was_paused {
+                pauses += 1;
+                // Paused means an utterance is open and its speech stopped >= hush_ms ago.
+                assert!(s.speaking());
+            }
+            was_paused = s.paused();
+        }
+        // At least one per clip: each ends in 2.5 s of silence.
+        assert!(pauses >= 3, "{pauses}");
     }
 
     #[test]

@@ -212,6 +212,7 @@ impl Transcriber {
                 key,
                 stream: Stream::new(self.stream_cfg.clone()),
                 next_slot: None,
+                hushed: false,
             });
         }
         CallTranscript {
@@ -245,6 +246,8 @@ struct SideStream {
     /// Gateway side: the next expected send slot, to fill what was not sent
     /// (hold) with silence so that times stay call times.
     next_slot: Option<u64>,
+    /// The speaker's current pause has been reported to the pool (`Pool::hush`).
+    hushed: bool,
 }
 
 /// Fill at most this much unsent time with silence (60 s at 20 ms); a longer
@@ -296,6 +299,12 @@ impl CallTranscript {
         }
         s.stream.push_8k(pcm);
         submit(s, &self.pool, &self.registry);
+        // Once per pause: the speculative decode comes next and should find a core.
+        let paused = s.stream.paused();
+        if paused && !s.hushed {
+            self.pool.hush(s.key);
+        }
+        s.hushed = paused;
     }
 
     /// The call ended: the open utterances become finals.
