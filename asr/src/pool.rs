@@ -386,7 +386,6 @@ impl JobQueue {
         n
     }
 
-    /// A partial handed out by `pop` was stopped to make room for a final: shed.
     /// Drops a stream's queued partial (its speaker paused). Returns whether one was.
     pub fn shed_partial_of(&mut self, stream_key: u64) -> bool {
         let Some(&seq) = self.partial_of.get(&stream_key) else {
@@ -400,6 +399,7 @@ impl JobQueue {
         shed
     }
 
+    /// A partial handed out by `pop` was stopped to make room for a final: shed.
     pub fn abandon_partial(&mut self) {
         self.stats.partials_shed += 1;
     }
@@ -687,11 +687,26 @@ struct State {
     /// CPU threads not held by a running decode.
     free_cores: usize,
     cores: usize,
-    /// Per worker: the kind of job it runs now and its recogniser's abort flag.
-    running: Vec<(Option<JobKind>, Option<Arc<std::sync::atomic::AtomicBool>>)>,
-    /// Per worker: the stream whose job it runs now.
-    running_stream: Vec<Option<u64>>,
+    /// Per worker: what it runs now and its recogniser's abort flag.
+    running: Vec<Running>,
     max_threads: usize,
+}
+
+struct Running {
+    /// The kind of job and its stream, while one runs.
+    job: Option<(JobKind, u64)>,
+    abort: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Running {
+    /// Stops the job if it is a partial (of `stream`, when given).
+    fn stop_partial(&self, stream: Option<u64>) {
+        if let (Some((JobKind::Partial, key)), Some(flag)) = (self.job, &self.abort) {
+            if stream.is_none_or(|s| s == key) {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 struct Shared {
@@ -740,7 +755,6 @@ impl Pool {
                 free_cores: cfg.cores.max(1),
                 cores: cfg.cores.max(1),
                 running: Vec::new(),
-                running_stream: Vec::new(),
                 max_threads: cfg.max_threads.max(1),
             }),
             wake: Condvar::new(),
@@ -750,14 +764,13 @@ impl Pool {
             workers: Vec::with_capacity(n),
             sink: sink.clone_for_worker(),
         };
-        {
-            let mut st = pool.shared.lock();
-            st.running = recognizers
-                .iter()
-                .map(|r| (None, r.abort_handle()))
-                .collect();
-            st.running_stream = vec![None; recognizers.len()];
-        }
+        pool.shared.lock().running = recognizers
+            .iter()
+            .map(|r| Running {
+                job: None,
+                abort: r.abort_handle(),
+            })
+            .collect();
         for (i, rec) in recognizers.into_iter().enumerate() {
             let shared = Arc::clone(&pool.shared);
             let sink = sink.clone_for_worker();
@@ -788,12 +801,8 @@ impl Pool {
         let answered = st.queue.push(stream_key, job, now);
         if kind != JobKind::Partial && answered.is_none() {
             // A final (or its speculation) is waiting: partials give their cores up.
-            for (running, flag) in &st.running {
-                if *running == Some(JobKind::Partial) {
-                    if let Some(f) = flag {
-                        f.store(true, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
+            for r in &st.running {
+                r.stop_partial(None);
             }
         }
         drop(st);
@@ -809,15 +818,8 @@ impl Pool {
     pub fn hush(&self, stream_key: u64) {
         let mut st = self.shared.lock();
         st.queue.shed_partial_of(stream_key);
-        let st = &*st;
-        for (i, (running, flag)) in st.running.iter().enumerate() {
-            if *running == Some(JobKind::Partial)
-                && st.running_stream.get(i) == Some(&Some(stream_key))
-            {
-                if let Some(f) = flag {
-                    f.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
+        for r in &st.running {
+            r.stop_partial(Some(stream_key));
         }
     }
 
@@ -892,13 +894,10 @@ fn worker<R: Recognizer>(shared: Arc<Shared>, index: usize, mut rec: R, sink: Si
                         if let Some(slot) = st.running.get_mut(index) {
                             // Cleared under the lock that `submit` sets it under, so a
                             // flag meant for the last partial cannot stop this job.
-                            if let Some(flag) = &slot.1 {
+                            if let Some(flag) = &slot.abort {
                                 flag.store(false, std::sync::atomic::Ordering::Relaxed);
                             }
-                            slot.0 = Some(q.job.kind);
-                        }
-                        if let Some(s) = st.running_stream.get_mut(index) {
-                            *s = Some(q.stream_key);
+                            slot.job = Some((q.job.kind, q.stream_key));
                         }
                         break Some((q, threads, backlog));
                     }
@@ -924,13 +923,10 @@ fn worker<R: Recognizer>(shared: Arc<Shared>, index: usize, mut rec: R, sink: Si
         let aborted = {
             let mut st = shared.lock();
             st.free_cores += threads;
-            if let Some(s) = st.running_stream.get_mut(index) {
-                *s = None;
-            }
             match st.running.get_mut(index) {
                 Some(slot) => {
-                    slot.0 = None;
-                    slot.1
+                    slot.job = None;
+                    slot.abort
                         .as_ref()
                         .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
                 }

@@ -511,8 +511,7 @@ impl Stream {
         }
         // Nothing said since the last partial, or the speaker has paused (the final is
         // probably on its way): skip this tick rather than decode the same words again.
-        let pause_frames = frames.saturating_sub(open.last_speech_frame + 1);
-        if pause_frames * FRAME_MS >= self.cfg.hush_ms
+        if self.paused()
             || open
                 .last_partial_frame
                 .is_some_and(|f| open.last_speech_frame < f)

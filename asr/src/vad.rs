@@ -503,6 +503,24 @@ mod tests {
         assert!(covered >= speech_ms, "{spans:?}");
     }
 
+    const SPEECH: FrameLabel = FrameLabel {
+        speech: true,
+        db: -20.0,
+    };
+    const QUIET: FrameLabel = FrameLabel {
+        speech: false,
+        db: -70.0,
+    };
+
+    fn ends(ev: &[EndpointEvent]) -> Vec<Utterance> {
+        ev.iter()
+            .filter_map(|e| match e {
+                EndpointEvent::End(u) => Some(*u),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn end_of_utterance_waits_for_the_configured_silence() {
         let cfg = EndpointConfig {
@@ -511,24 +529,16 @@ mod tests {
         };
         let mut ep = Endpointer::new(cfg);
         let mut ev = Vec::new();
-        let speech = FrameLabel {
-            speech: true,
-            db: -20.0,
-        };
-        let quiet = FrameLabel {
-            speech: false,
-            db: -70.0,
-        };
         for _ in 0..50 {
-            ep.push(speech, &mut ev);
+            ep.push(SPEECH, &mut ev);
         }
         assert_eq!(ev, vec![EndpointEvent::Start { frame: 0 }]);
         // 600 ms is 37.5 frames of 16 ms: the 38th quiet frame closes the utterance.
         for _ in 0..37 {
-            ep.push(quiet, &mut ev);
+            ep.push(QUIET, &mut ev);
         }
         assert_eq!(ev.len(), 1, "closed too early");
-        ep.push(quiet, &mut ev);
+        ep.push(QUIET, &mut ev);
         assert_eq!(
             ev[1],
             EndpointEvent::End(Utterance {
@@ -546,42 +556,26 @@ mod tests {
             long_end_silence_ms: 320,
             ..Default::default()
         };
-        let speech = FrameLabel {
-            speech: true,
-            db: -20.0,
-        };
-        let quiet = FrameLabel {
-            speech: false,
-            db: -70.0,
-        };
-        let ends = |ev: &[EndpointEvent]| -> Vec<Utterance> {
-            ev.iter()
-                .filter_map(|e| match e {
-                    EndpointEvent::End(u) => Some(*u),
-                    _ => None,
-                })
-                .collect()
-        };
         let mut ep = Endpointer::new(cfg);
         let mut ev = Vec::new();
         // 4.8 s of speech, a 400 ms pause: short, so the pause does not end it.
         for _ in 0..300 {
-            ep.push(speech, &mut ev);
+            ep.push(SPEECH, &mut ev);
         }
         for _ in 0..25 {
-            ep.push(quiet, &mut ev);
+            ep.push(QUIET, &mut ev);
         }
         assert!(ends(&ev).is_empty(), "{ev:?}");
         // Speech up to 8.8 s in all (550 frames), then the same pause: 320 ms is
         // 20 frames, and the 20th quiet frame closes it.
         for _ in 325..550 {
-            ep.push(speech, &mut ev);
+            ep.push(SPEECH, &mut ev);
         }
         for _ in 0..19 {
-            ep.push(quiet, &mut ev);
+            ep.push(QUIET, &mut ev);
         }
         assert!(ends(&ev).is_empty(), "closed too early: {ev:?}");
-        ep.push(quiet, &mut ev);
+        ep.push(QUIET, &mut ev);
         assert_eq!(
             ends(&ev),
             vec![Utterance {
@@ -591,10 +585,10 @@ mod tests {
         );
         // The next utterance is short again: a 400 ms pause does not end it.
         for _ in 0..100 {
-            ep.push(speech, &mut ev);
+            ep.push(SPEECH, &mut ev);
         }
         for _ in 0..25 {
-            ep.push(quiet, &mut ev);
+            ep.push(QUIET, &mut ev);
         }
         assert_eq!(ends(&ev).len(), 1, "{ev:?}");
     }
@@ -613,13 +607,7 @@ mod tests {
             ep.push(FrameLabel { speech: true, db }, &mut ev);
         }
         ep.finish(&mut ev);
-        let ends: Vec<Utterance> = ev
-            .iter()
-            .filter_map(|e| match e {
-                EndpointEvent::End(u) => Some(*u),
-                _ => None,
-            })
-            .collect();
+        let ends = ends(&ev);
         assert_eq!(
             ends[0],
             Utterance {
