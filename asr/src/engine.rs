@@ -101,7 +101,7 @@ pub struct Piece {
 }
 
 pub struct Engine {
-    ctx: WhisperContext,
+    ctx: Arc<WhisperContext>,
     path: PathBuf,
     multilingual: bool,
 }
@@ -144,7 +144,7 @@ impl Engine {
             })?;
         let multilingual = ctx.is_multilingual();
         Ok(Engine {
-            ctx,
+            ctx: Arc::new(ctx),
             path: path.to_path_buf(),
             multilingual,
         })
@@ -165,7 +165,9 @@ impl Engine {
             .create_state()
             .map_err(|e| EngineError::State(e.to_string()))?;
         Ok(Decoder {
+            ctx: Arc::clone(&self.ctx),
             state,
+            sampled: false,
             multilingual: self.multilingual,
             path: self.path.clone(),
             abort: Arc::new(AtomicBool::new(false)),
@@ -174,7 +176,16 @@ impl Engine {
 }
 
 pub struct Decoder {
+    ctx: Arc<WhisperContext>,
     state: whisper_rs::WhisperState,
+    /// A decode that draws random numbers has run on `state`: sampling at a
+    /// temperature above 0, or beam search, whose candidates whisper.cpp draws from the
+    /// token distribution (`whisper_sample_token_topk`) rather than taking the top k.
+    /// whisper.cpp seeds the first decoder's RNG once per state, so such a decode
+    /// depended on every one before it on that state (which worker, which calls): the
+    /// same clip read 「他走在椅子上」 alone and 「他走在一字闪」 after three others. A
+    /// fresh state (3 to 25 ms) makes each decode a function of its audio alone.
+    sampled: bool,
     multilingual: bool,
     path: PathBuf,
     /// Set from another thread to stop the decode in progress (it then fails with
@@ -192,6 +203,47 @@ unsafe extern "C" fn abort_requested(data: *mut std::ffi::c_void) -> bool {
 struct RawResult {
     pieces: Vec<Piece>,
     lang: Option<&'static str>,
+    /// Mean log probability of every token of the decode, as whisper.cpp ranks them.
+    avg_logprob: f32,
+    tokens: usize,
+    /// Entropy of the last 32 token ids: low means the decoder went round in a loop.
+    entropy: f64,
+    no_speech_prob: f32,
+}
+
+/// whisper.cpp's (and OpenAI's) thresholds for a failed decode at one temperature.
+const LOGPROB_THOLD: f32 = -1.0;
+const ENTROPY_THOLD: f32 = 2.4;
+const NO_SPEECH_THOLD: f32 = 0.6;
+/// The temperature the fallback pass starts at, and its step up to 1.0.
+const FALLBACK_STEP: f32 = 0.2;
+/// Samples drawn at each fallback temperature, the likeliest kept (OpenAI's and
+/// faster-whisper's best_of). whisper.cpp's beam-search parameters leave it at one,
+/// and one sample is a coin toss (zh telephone CER 0.595 with one, 0.468 with five,
+/// on the same draws).
+const FALLBACK_BEST_OF: i32 = 5;
+
+impl RawResult {
+    /// The decoder went round in a loop (whisper.cpp's entropy test).
+    fn looped(&self) -> bool {
+        self.tokens > 32 && self.entropy < f64::from(ENTROPY_THOLD)
+    }
+
+    /// The decode fails whisper's own tests: a loop, or an unlikely text over audio
+    /// that is not silence.
+    fn failed(&self) -> bool {
+        self.looped() || (self.avg_logprob < LOGPROB_THOLD && self.no_speech_prob < NO_SPEECH_THOLD)
+    }
+
+    /// Of two failed decodes, whether `self` is the better: not a loop, then the more
+    /// probable (faster-whisper's choice when every temperature fails).
+    fn beats(&self, other: &RawResult) -> bool {
+        match (self.looped(), other.looped()) {
+            (false, true) => true,
+            (true, false) => false,
+            _ => self.avg_logprob > other.avg_logprob,
+        }
+    }
 }
 
 impl Decoder {
@@ -255,13 +307,13 @@ impl Decoder {
         ctx: i32,
         prompt: Option<&str>,
     ) -> Result<Vec<Piece>, EngineError> {
-        let raw = self.run(audio, opts, ctx, prompt)?;
+        let raw = self.run_with_fallback(audio, opts, ctx, prompt)?;
         let first = self.clean(raw, audio.len(), opts);
         if ctx == 0 || ctx >= FULL_CTX || !suspicious(&joined(&first), audio.len()) {
             return Ok(first);
         }
         tracing::debug!(text = %joined(&first), ctx, "short window looks looped; retrying with the full window");
-        let raw = self.run(audio, opts, 0, prompt)?;
+        let raw = self.run_with_fallback(audio, opts, 0, prompt)?;
         let second = self.clean(raw, audio.len(), opts);
         // Keep whichever is less loop-like; of two bad ones, the shorter inserts less.
         let rank = |p: &[Piece]| {
@@ -275,14 +327,54 @@ impl Decoder {
         })
     }
 
-    fn run(
+    /// One decode at temperature 0 and, if it fails whisper's tests and `opts` allow
+    /// it, a second that samples at 0.2, 0.4 … 1.0 (whisper.cpp's own fallback, from
+    /// 0.2, with [`FALLBACK_BEST_OF`] samples each). whisper.cpp keeps the last
+    /// temperature's text when every one fails, and at 1.0 that is noise:
+    /// zh_qwen3asr_voice_dialing (22.8 s of digits through G.711) came out as 「小小」,
+    /// CER 1.0, against 0.566 at temperature 0. So when the second pass fails too, the
+    /// better of the two is kept ([`RawResult::beats`]), as faster-whisper does. The
+    /// second pass encodes the audio again; only audio that fails pays for it.
+    fn run_with_fallback(
         &mut self,
         audio: &[f32],
         opts: &DecodeOptions,
         audio_ctx: i32,
         prompt: Option<&str>,
     ) -> Result<RawResult, EngineError> {
-        let strategy = if opts.beam > 1 {
+        let first = self.run(audio, opts, audio_ctx, prompt, 0.0)?;
+        if !opts.temperature_fallback || !first.failed() {
+            return Ok(first);
+        }
+        let second = self.run(audio, opts, audio_ctx, prompt, FALLBACK_STEP)?;
+        tracing::debug!(
+            first = first.avg_logprob,
+            second = second.avg_logprob,
+            second_failed = second.failed(),
+            "temperature fallback"
+        );
+        if !second.failed() || second.beats(&first) {
+            Ok(second)
+        } else {
+            Ok(first)
+        }
+    }
+
+    /// One `whisper_full` call. At `temperature` > 0 it samples, and whisper.cpp falls
+    /// back on its own to higher temperatures up to 1.0.
+    fn run(
+        &mut self,
+        audio: &[f32],
+        opts: &DecodeOptions,
+        audio_ctx: i32,
+        prompt: Option<&str>,
+        temperature: f32,
+    ) -> Result<RawResult, EngineError> {
+        let strategy = if temperature > 0.0 {
+            SamplingStrategy::Greedy {
+                best_of: FALLBACK_BEST_OF,
+            }
+        } else if opts.beam > 1 {
             SamplingStrategy::BeamSearch {
                 beam_size: opts.beam as i32,
                 patience: -1.0,
@@ -301,11 +393,25 @@ impl Decoder {
         params.set_print_timestamps(false);
         params.set_suppress_blank(true);
         params.set_suppress_nst(true);
-        params.set_temperature(0.0);
-        params.set_temperature_inc(if opts.temperature_fallback { 0.2 } else { 0.0 });
-        params.set_entropy_thold(2.4);
-        params.set_logprob_thold(-1.0);
-        params.set_no_speech_thold(0.6);
+        params.set_temperature(temperature);
+        params.set_temperature_inc(if temperature > 0.0 {
+            FALLBACK_STEP
+        } else {
+            0.0
+        });
+        // Beam search draws its candidates at random too (whisper_sample_token_topk).
+        if temperature > 0.0 || opts.beam > 1 {
+            if self.sampled {
+                self.state = self
+                    .ctx
+                    .create_state()
+                    .map_err(|e| EngineError::State(e.to_string()))?;
+            }
+            self.sampled = true;
+        }
+        params.set_entropy_thold(ENTROPY_THOLD);
+        params.set_logprob_thold(LOGPROB_THOLD);
+        params.set_no_speech_thold(NO_SPEECH_THOLD);
         params.set_audio_ctx(audio_ctx);
         params.set_max_tokens(max_tokens_for(audio.len()));
         if let Some(p) = prompt {
@@ -322,7 +428,10 @@ impl Decoder {
             .map_err(|e| EngineError::Decode(e.to_string()))?;
         let lang = whisper_rs::get_lang_str(self.state.full_lang_id_from_state());
         let mut pieces = Vec::new();
+        let (mut sum_all, mut ids) = (0.0f64, Vec::new());
+        let mut no_speech_prob = 0.0f32;
         for seg in self.state.as_iter() {
+            no_speech_prob = seg.no_speech_probability();
             let text = match seg.to_str_lossy() {
                 Ok(t) => t.trim().to_string(),
                 Err(_) => continue,
@@ -335,6 +444,8 @@ impl Decoder {
                     let d = tok.token_data();
                     sum += d.plog;
                     count += 1;
+                    sum_all += f64::from(d.plog);
+                    ids.push(d.id);
                 }
             }
             pieces.push(Piece {
@@ -345,7 +456,18 @@ impl Decoder {
                 avg_logprob: if count > 0 { sum / count as f32 } else { 0.0 },
             });
         }
-        Ok(RawResult { pieces, lang })
+        Ok(RawResult {
+            pieces,
+            lang,
+            avg_logprob: if ids.is_empty() {
+                0.0
+            } else {
+                (sum_all / ids.len() as f64) as f32
+            },
+            tokens: ids.len(),
+            entropy: entropy_of_tail(&ids),
+            no_speech_prob,
+        })
     }
 
     fn clean(&self, raw: RawResult, samples: usize, opts: &DecodeOptions) -> Vec<Piece> {
@@ -391,6 +513,26 @@ impl Decoder {
     }
 }
 
+/// Entropy of the last 32 token ids, as whisper.cpp scores a sequence.
+fn entropy_of_tail(ids: &[i32]) -> f64 {
+    let tail = &ids[ids.len().saturating_sub(32)..];
+    if tail.is_empty() {
+        return 0.0;
+    }
+    let mut counts = std::collections::HashMap::new();
+    for id in tail {
+        *counts.entry(*id).or_insert(0u32) += 1;
+    }
+    let n = tail.len() as f64;
+    counts
+        .values()
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.ln()
+        })
+        .sum()
+}
+
 fn joined(pieces: &[Piece]) -> String {
     pieces.iter().map(|p| p.text.as_str()).collect()
 }
@@ -416,6 +558,50 @@ mod tests {
         assert_eq!(audio_ctx_for(16_000 * 3), 150 + 128);
         assert_eq!(audio_ctx_for(100), audio_ctx_for(MIN_SAMPLES));
         assert_eq!(audio_ctx_for(16_000 * 40), FULL_CTX);
+    }
+
+    #[test]
+    fn a_loop_has_low_tail_entropy() {
+        let varied: Vec<i32> = (0..40).collect();
+        assert!((entropy_of_tail(&varied) - 32f64.ln()).abs() < 1e-9);
+        let looped: Vec<i32> = (0..40).map(|i| 100 + i % 3).collect();
+        assert!(entropy_of_tail(&looped) < f64::from(ENTROPY_THOLD));
+        assert_eq!(entropy_of_tail(&[]), 0.0);
+    }
+
+    fn raw(avg_logprob: f32, tokens: usize, entropy: f64, no_speech_prob: f32) -> RawResult {
+        RawResult {
+            pieces: Vec::new(),
+            lang: None,
+            avg_logprob,
+            tokens,
+            entropy,
+            no_speech_prob,
+        }
+    }
+
+    #[test]
+    fn whispers_failure_tests() {
+        assert!(!raw(-0.4, 40, 3.0, 0.0).failed());
+        assert!(raw(-0.4, 40, 1.0, 0.0).failed(), "a loop");
+        assert!(
+            !raw(-0.4, 20, 1.0, 0.0).failed(),
+            "too short to call a loop"
+        );
+        assert!(raw(-1.5, 20, 3.0, 0.1).failed(), "unlikely text");
+        assert!(
+            !raw(-1.5, 20, 3.0, 0.9).failed(),
+            "unlikely, but over silence"
+        );
+    }
+
+    #[test]
+    fn of_two_failures_the_likelier_non_loop_wins() {
+        let noise = raw(-2.5, 10, 2.0, 0.1);
+        let digits = raw(-1.2, 60, 3.0, 0.1);
+        let looped = raw(-0.2, 60, 1.0, 0.1);
+        assert!(digits.beats(&noise) && !noise.beats(&digits));
+        assert!(noise.beats(&looped) && !looped.beats(&noise));
     }
 
     #[test]
