@@ -336,15 +336,23 @@ impl JobQueue {
     /// The next job to run: the oldest final, else the oldest speculative decode, else
     /// the oldest partial still fresh.
     pub fn pop(&mut self, now: Instant) -> Option<Queued> {
-        self.pop_with(now, true)
+        self.pop_with(now, true, &[])
     }
 
-    /// As [`pop`](Self::pop), with partials only if `partials`.
-    pub fn pop_with(&mut self, now: Instant, partials: bool) -> Option<Queued> {
-        if let Some(q) = self.pop_final() {
+    /// As [`pop`](Self::pop), with partials only if `partials`, and no final or
+    /// speculative decode of a stream in `busy` (one of its finals is decoding).
+    /// Two finals of one stream decoded side by side could finish in the wrong
+    /// order, and the live feed and the bus must carry a side's finals in order.
+    pub fn pop_with(&mut self, now: Instant, partials: bool, busy: &[u64]) -> Option<Queued> {
+        if let Some(q) = self.pop_final(busy) {
             return Some(q);
         }
-        if let Some(q) = self.specs.pop_front() {
+        if let Some(i) = self
+            .specs
+            .iter()
+            .position(|q| !busy.contains(&q.stream_key))
+        {
+            let q = self.specs.remove(i)?;
             if let Some(spec) = self.spec_of.get_mut(&q.stream_key) {
                 spec.state = SpecState::Running;
             }
@@ -363,9 +371,13 @@ impl JobQueue {
         Some(q)
     }
 
-    /// The oldest final only (draining at shutdown).
-    pub fn pop_final(&mut self) -> Option<Queued> {
-        let q = self.finals.pop_front()?;
+    /// The oldest final of a stream not in `busy` (alone, at shutdown).
+    pub fn pop_final(&mut self, busy: &[u64]) -> Option<Queued> {
+        let i = self
+            .finals
+            .iter()
+            .position(|q| !busy.contains(&q.stream_key))?;
+        let q = self.finals.remove(i)?;
         self.final_samples -= q.job.audio.len();
         self.stats.started += 1;
         self.update_depth();
@@ -866,10 +878,18 @@ fn worker<R: Recognizer>(shared: Arc<Shared>, index: usize, mut rec: R, sink: Si
                     // core that the next final needs, and under load partials are the
                     // first thing to go.
                     let idle = st.free_cores == st.cores;
+                    let busy: Vec<u64> = st
+                        .running
+                        .iter()
+                        .filter_map(|r| match r.job {
+                            Some((JobKind::Final | JobKind::Speculative, key)) => Some(key),
+                            _ => None,
+                        })
+                        .collect();
                     let job = if st.closing {
-                        st.queue.pop_final()
+                        st.queue.pop_final(&busy)
                     } else {
-                        st.queue.pop_with(Instant::now(), idle)
+                        st.queue.pop_with(Instant::now(), idle, &busy)
                     };
                     if let Some(q) = job {
                         // Alone: all free cores (lowest latency); with work waiting: one
@@ -925,7 +945,11 @@ fn worker<R: Recognizer>(shared: Arc<Shared>, index: usize, mut rec: R, sink: Si
             st.free_cores += threads;
             match st.running.get_mut(index) {
                 Some(slot) => {
-                    slot.job = None;
+                    // A final's stream stays busy until its outcome is sent (below),
+                    // so that the stream's next final cannot overtake it.
+                    if q.job.kind == JobKind::Partial {
+                        slot.job = None;
+                    }
                     slot.abort
                         .as_ref()
                         .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
@@ -957,10 +981,14 @@ fn worker<R: Recognizer>(shared: Arc<Shared>, index: usize, mut rec: R, sink: Si
             if let Some(a) = answered {
                 sink.send(outcome(&a.final_job, &a.result));
             }
-            continue;
+        } else {
+            shared.lock().queue.complete();
+            sink.send(outcome(&q, &decoded));
         }
-        shared.lock().queue.complete();
-        sink.send(outcome(&q, &decoded));
+        if let Some(slot) = shared.lock().running.get_mut(index) {
+            slot.job = None;
+        }
+        shared.wake.notify_all();
     }
 }
 
@@ -1157,6 +1185,32 @@ mod tests {
             order,
             vec![JobKind::Final, JobKind::Speculative, JobKind::Partial]
         );
+    }
+
+    #[test]
+    fn a_busy_streams_finals_and_speculations_wait_their_turn() {
+        let t0 = Instant::now();
+        let mut q = JobQueue::new(QueueConfig::default());
+        q.push(1, job(JobKind::Final, 2, 0, 160), ms(t0, 0));
+        q.push(2, job(JobKind::Final, 6, 0, 160), ms(t0, 1));
+        q.push(1, spec(3, 160), ms(t0, 2));
+        q.push(2, spec(7, 160), ms(t0, 3));
+        let order: Vec<_> = std::iter::from_fn(|| q.pop_with(ms(t0, 10), true, &[1]))
+            .map(|q| key(&q))
+            .collect();
+        assert_eq!(
+            order,
+            vec![(2, JobKind::Final, 6, 0), (2, JobKind::Speculative, 7, 0)]
+        );
+        assert_eq!(key(&q.pop_with(ms(t0, 10), true, &[2]).unwrap()).2, 2);
+        assert_eq!(
+            key(&q
+                .pop_final(&[])
+                .unwrap_or_else(|| q.pop(ms(t0, 10)).unwrap()))
+            .2,
+            3
+        );
+        assert!(q.is_empty());
     }
 
     #[test]
@@ -1457,6 +1511,33 @@ mod tests {
         );
         assert!(f.queued_at <= f.started_at && f.started_at <= f.finished_at);
         assert!(f.error.is_none());
+    }
+
+    #[test]
+    fn a_streams_finals_never_decode_side_by_side() {
+        let (pool, _log, rx, gate) = fake_pool(2, Duration::from_millis(20), true);
+        // One worker takes stream 1's first final and waits at the gate.
+        pool.submit(1, tagged(JobKind::Final, 1, 0));
+        wait_until(|| pool.stats().started == 1);
+        pool.submit(1, tagged(JobKind::Final, 2, 0));
+        pool.submit(2, tagged(JobKind::Final, 3, 0));
+        // The other worker passes over stream 1's second final for stream 2's.
+        wait_until(|| pool.stats().done == 1);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            pool.stats().started,
+            2,
+            "stream 1's second final started early"
+        );
+        if let Some(g) = gate {
+            g.send(()).unwrap();
+        }
+        wait_until(|| pool.stats().done == 3);
+        pool.shutdown();
+        let outs: Vec<Outcome> = rx.try_iter().collect();
+        let order: Vec<u64> = outs.iter().map(|o| o.utterance).collect();
+        assert_eq!(order, vec![3, 1, 2]);
+        assert!(outs[2].started_at >= outs[1].finished_at);
     }
 
     #[test]
