@@ -436,8 +436,13 @@ impl JobQueue {
     /// Finals and speculative decodes waiting: the work a decode that starts now would
     /// hold up if it took every core. (Queued partials do not count: they wait for an
     /// idle pool anyway.)
-    pub fn finals_waiting(&self) -> usize {
-        self.finals.len() + self.specs.len()
+    /// Finals and speculative decodes that could start now: none of a stream in `busy`.
+    pub fn finals_startable(&self, busy: &[u64]) -> usize {
+        self.finals
+            .iter()
+            .chain(self.specs.iter())
+            .filter(|q| !busy.contains(&q.stream_key))
+            .count()
     }
 
     fn shed_stale(&mut self, now: Instant) {
@@ -900,9 +905,12 @@ fn worker<R: Recognizer>(shared: Arc<Shared>, index: usize, mut rec: R, sink: Si
                             st.queue.is_empty()
                         } else {
                             // A partial still queued (say, of this very utterance)
-                            // never starts before this ends, so it is no reason to
-                            // leave a core idle.
-                            st.queue.finals_waiting() == 0
+                            // never starts before this ends, and neither does a later
+                            // final of a busy stream (this one included), so neither
+                            // is a reason to leave a core idle.
+                            let mut busy = busy;
+                            busy.push(q.stream_key);
+                            st.queue.finals_startable(&busy) == 0
                         };
                         let threads = if alone {
                             st.free_cores.min(st.max_threads)
@@ -1541,7 +1549,7 @@ mod tests {
     }
 
     #[test]
-    fn a_final_takes_every_free_core_past_a_queued_partial() {
+    fn a_final_takes_every_free_core_past_what_cannot_start() {
         /// Records the threads each job was given; the first job waits at the gate.
         struct Threads {
             log: Arc<Mutex<Vec<(JobKind, u32)>>>,
@@ -1585,19 +1593,23 @@ mod tests {
         .unwrap();
         pool.submit(9, tagged(JobKind::Final, 100, 0));
         wait_until(|| pool.stats().started == 1);
-        // While it runs: a partial of one stream, then two finals of others.
+        // While it runs: a partial of one stream, then a final of another, then two
+        // finals of a third.
         pool.submit(1, tagged(JobKind::Partial, 1, 0));
         pool.submit(2, tagged(JobKind::Final, 2, 0));
         pool.submit(3, tagged(JobKind::Final, 3, 0));
+        pool.submit(3, tagged(JobKind::Final, 4, 0));
         gate_tx.send(()).unwrap();
-        wait_until(|| pool.stats().done == 4);
-        // Alone: both cores. With a final behind it: one. The last final has only a
-        // partial behind it, which cannot start before it ends: both cores again.
+        wait_until(|| pool.stats().done == 5);
+        // Alone: both cores. With a final behind it: one. Stream 3's first final has
+        // only its own next final behind it, which cannot start before it ends, and its
+        // last only a partial: both cores again.
         assert_eq!(
             *log.lock().unwrap(),
             vec![
                 (JobKind::Final, 2),
                 (JobKind::Final, 1),
+                (JobKind::Final, 2),
                 (JobKind::Final, 2),
                 (JobKind::Partial, 2),
             ]
