@@ -474,8 +474,8 @@ impl JobQueue {
 /// Turns 16 kHz audio into text. One per worker thread; never shared.
 pub trait Recognizer: Send {
     /// `threads`: CPU threads this decode may use (the pool's share for it);
-    /// `backlog`: other finals are waiting, so a final should decode fast (greedy)
-    /// rather than well (beam search).
+    /// `backlog`: other finals are waiting or decoding, so a final should decode fast
+    /// (greedy, no fallback) rather than well (beam search, temperature fallback).
     fn recognize(
         &mut self,
         audio: &[f32],
@@ -546,9 +546,10 @@ pub struct WhisperRecognizer {
     decoder: Decoder,
     partial: DecodeOptions,
     final_: DecodeOptions,
-    /// Finals under a backlog: greedy, and no temperature fallback, which re-decodes a
-    /// hard utterance up to five times while other finals wait. (zh fixtures through
-    /// G.711, greedy: CER 0.518 without fallback, 0.542 with, at 0.85x the time.)
+    /// Finals under a backlog: greedy, and no temperature fallback, which encodes a
+    /// hard utterance again and samples it five ways while other finals wait. (zh
+    /// fixtures through G.711, base-q8_0 greedy + zh prompt: CER 0.518 without
+    /// fallback, 0.465 with, at about half the time.)
     final_fast: DecodeOptions,
 }
 
@@ -891,6 +892,7 @@ fn worker<R: Recognizer>(shared: Arc<Shared>, index: usize, mut rec: R, sink: Si
                             _ => None,
                         })
                         .collect();
+                    let others_decoding = !busy.is_empty();
                     let job = if st.closing {
                         st.queue.pop_final(&busy)
                     } else {
@@ -918,7 +920,11 @@ fn worker<R: Recognizer>(shared: Arc<Shared>, index: usize, mut rec: R, sink: Si
                             1
                         };
                         st.free_cores -= threads;
-                        let backlog = st.queue.stats().queued_finals > 0;
+                        // Another final decoding counts too: our fallback encodes a
+                        // hard utterance again and samples five ways, which a loaded
+                        // pool cannot afford (16 spread calls: decode p50 934 ms and
+                        // final p95 2.25 s with it, against 827 ms / 1.95 s before it).
+                        let backlog = st.queue.stats().queued_finals > 0 || others_decoding;
                         if let Some(slot) = st.running.get_mut(index) {
                             // Cleared under the lock that `submit` sets it under, so a
                             // flag meant for the last partial cannot stop this job.
