@@ -1,7 +1,8 @@
 //! Live transcripts end to end: SIPp calls `hotline serve` and plays real
 //! speech from ../shared/fixtures/audio as G.711 RTP; the call record's final
 //! segments must be as accurate as `hotline eval --telephone` on the same
-//! clips with the same model (within 0.05 of its mean over four alignments),
+//! clips with the same model (no worse than its mean over four alignments by
+//! more than 0.05, no better than its best alignment by more than 0.05),
 //! arrive at the right times, and reach the live feed (`GET /api/live`) as
 //! well; a call of silence and line noise must give no segment at all.
 
@@ -124,17 +125,23 @@ fn error_rate(language: Language, files: &[&str], hyp: &str) -> f64 {
 /// across one 16 ms VAD frame.
 const SHIFTS_MS: [u32; 4] = [0, 4, 8, 12];
 
-/// `hotline eval --telephone` on the same clips: its corpus error rate, the mean
-/// over `SHIFTS_MS`. whisper's text moves with where the audio starts by a few
-/// milliseconds (zh_funasr_asr_example through base: CER 0.000 at 8 ms of leading
-/// silence, 0.211 at 4 ms), and a call starts each clip at an arbitrary point of
-/// the 20 ms packet and 16 ms frame grids, so one alignment's figure is one draw.
-/// On the five Mandarin clips one eval read 0.099 to 0.148 by alignment, and
-/// four calls 0.086 to 0.148.
-fn eval_error(dir: &Path, model: &str, beam: u32, language: Language, files: &[&str]) -> f64 {
+/// `hotline eval --telephone` on the same clips: its corpus error rate over
+/// `SHIFTS_MS`, as (lowest, mean). whisper's text moves with where the audio starts
+/// by a few milliseconds (zh_funasr_asr_example through base: CER 0.000 at 8 ms of
+/// leading silence, 0.211 at 4 ms), and a call starts each clip at an arbitrary
+/// point of the 20 ms packet and 16 ms frame grids, so one alignment's figure is one
+/// draw. On the five Mandarin clips one eval read 0.099 to 0.148 by alignment, and
+/// eight calls 0.086 to 0.148.
+fn eval_error(
+    dir: &Path,
+    model: &str,
+    beam: u32,
+    language: Language,
+    files: &[&str],
+) -> (f64, f64) {
     let manifest = std::fs::read_to_string(shared_audio().join("manifest.tsv")).unwrap();
     let header = manifest.lines().next().unwrap();
-    let mut sum = 0.0;
+    let (mut sum, mut lowest) = (0.0, f64::INFINITY);
     for shift in SHIFTS_MS {
         let mut out = format!("{header}\n");
         for l in manifest.lines().skip(1) {
@@ -174,8 +181,9 @@ fn eval_error(dir: &Path, model: &str, beam: u32, language: Language, files: &[&
         let err = v["summary"][key].as_f64().expect("summary error rate");
         eprintln!("hotline eval --telephone, clips {shift} ms later: {err:.3}");
         sum += err;
+        lowest = lowest.min(err);
     }
-    sum / SHIFTS_MS.len() as f64
+    (lowest, sum / SHIFTS_MS.len() as f64)
 }
 
 /// Checks a transcribed call against the clips it played and against eval.
@@ -225,7 +233,7 @@ fn check_against_eval(
     let files: Vec<&str> = placed.iter().map(|p| p.file).collect();
     let call_err = error_rate(language, &files, &text);
     let dir = tempfile::tempdir().unwrap();
-    let eval_err = eval_error(dir.path(), model, beam, language, &files);
+    let (eval_low, eval_err) = eval_error(dir.path(), model, beam, language, &files);
     for s in &finals {
         eprintln!(
             "final {:>6}-{:>6} ms: {}",
@@ -237,10 +245,15 @@ fn check_against_eval(
     for p in placed {
         eprintln!("clip  {:>6}-{:>6} ms: {}", p.start_ms, p.end_ms, p.file);
     }
-    eprintln!("call error {call_err:.3}, hotline eval --telephone (mean) {eval_err:.3}");
+    eprintln!(
+        "call error {call_err:.3}, hotline eval --telephone mean {eval_err:.3}, lowest {eval_low:.3}"
+    );
+    // Not worse than eval's mean by more than 0.05; and not better than its best
+    // alignment by more than 0.05 (a call that happens to get every clip's lucky
+    // alignment beats the mean by more than that, and is not a fault).
     assert!(
-        (call_err - eval_err).abs() <= 0.05,
-        "live finals error {call_err:.3} vs eval {eval_err:.3}: {text}"
+        call_err <= eval_err + 0.05 && call_err >= eval_low - 0.05,
+        "live finals error {call_err:.3} vs eval mean {eval_err:.3} (lowest {eval_low:.3}): {text}"
     );
 
     // The live feed carried the same finals, and partials before them.
