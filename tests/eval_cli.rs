@@ -6,12 +6,11 @@ use common::*;
 use hotline_asr::text;
 
 fn eval_json(args: &[&str]) -> serde_json::Value {
-    let manifest = shared_audio().join("manifest.tsv");
-    let out = run(hotline()
-        .arg("eval")
-        .arg(&manifest)
-        .args(args)
-        .arg("--json"));
+    eval_json_of(&shared_audio().join("manifest.tsv"), args)
+}
+
+fn eval_json_of(manifest: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = run(hotline().arg("eval").arg(manifest).args(args).arg("--json"));
     serde_json::from_str(&stdout(&out)).expect("eval --json prints one JSON document")
 }
 
@@ -95,12 +94,7 @@ fn a_clips_text_does_not_depend_on_the_clips_before_it() {
     m.push_str(&line("zh_sichuan_07.wav"));
     std::fs::write(&after, m).unwrap();
     let text = |m: &std::path::Path| {
-        let o =
-            run(hotline()
-                .arg("eval")
-                .arg(m)
-                .args(["--model", "base", "--telephone", "--json"]));
-        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        let v = eval_json_of(m, &["--model", "base", "--telephone"]);
         let clips = v["clips"].as_array().unwrap().clone();
         clips.last().unwrap()["hypothesis"]
             .as_str()

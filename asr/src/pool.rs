@@ -999,10 +999,13 @@ fn worker<R: Recognizer>(shared: Arc<Shared>, index: usize, mut rec: R, sink: Si
             shared.lock().queue.complete();
             sink.send(outcome(&q, &decoded));
         }
-        if let Some(slot) = shared.lock().running.get_mut(index) {
-            slot.job = None;
+        // A partial's slot was cleared with its cores; a final's stream is free now.
+        if q.job.kind != JobKind::Partial {
+            if let Some(slot) = shared.lock().running.get_mut(index) {
+                slot.job = None;
+            }
+            shared.wake.notify_all();
         }
-        shared.wake.notify_all();
     }
 }
 
