@@ -181,7 +181,7 @@ impl Stream {
                 + cfg.post_pad_ms
                 + 2 * FRAME_MS,
         ) as usize
-            + (ep_cfg.onset_frames as usize + 2) * FRAME
+            + (ep_cfg.onset_reach_frames() as usize + 2) * FRAME
             + 2 * BLOCK_8K;
         Stream {
             resampler: Resampler::new(TELEPHONE_RATE, WHISPER_RATE)
@@ -556,8 +556,9 @@ impl Stream {
     fn trim(&mut self) {
         let processed = self.frames * FRAME as u64;
         let pre_pad = ms_to_samples(self.cfg.pre_pad_ms);
-        // Idle, the next onset can reach back `onset_frames`, and its pre-pad beyond that.
-        let onset = (self.cfg.endpoint.onset_frames + 1) * FRAME as u64;
+        // Idle, the next onset can reach back to where a still tentative one began, and
+        // its pre-pad beyond that.
+        let onset = (self.cfg.endpoint.onset_reach_frames() + 1) * FRAME as u64;
         let mut keep_from = processed.saturating_sub(onset + pre_pad);
         if let Some(open) = &self.open {
             keep_from = keep_from.min(open.audio_start);

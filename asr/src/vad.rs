@@ -4,10 +4,13 @@
 //! comes from earshot's small streaming neural detector (pure Rust, ~8 KiB of state per
 //! stream), which holds up in the babble and street noise that sinks an energy threshold;
 //! an absolute level gate keeps digital silence and faint line hiss out whatever the
-//! score. [`Endpointer`] turns the frame stream into utterances: an onset needs a few
-//! speech frames in a row, an utterance ends after a configurable silence, and one that
-//! runs too long is split at its quietest frame. Both take samples only; time is the
-//! frame index.
+//! score. The detector also scores steady telephone-band hiss as speech (a −50 dBFS trunk
+//! hiss is "speech" in nearly every frame), so steadiness tells that noise apart: [`Vad`]
+//! takes a steady, quiet sound for the line's noise floor and wants speech above it.
+//! [`Endpointer`] turns the frame stream into utterances: an onset needs a few speech
+//! frames in a row and a level that moves as speech does, an utterance ends after a
+//! configurable silence, and one that runs too long is split at its quietest frame. Both
+//! take samples only; time is the frame index.
 
 /// Samples per VAD frame at 16 kHz (16 ms), as the detector requires.
 pub const FRAME: usize = 256;
@@ -21,7 +24,19 @@ pub struct VadConfig {
     pub continue_threshold: f32,
     /// Frames quieter than this (dBFS; a ±1.0 square wave is 0 dB) are never speech.
     pub min_level_dbfs: f32,
+    /// Speech must be this far above the line's noise floor.
+    pub snr_margin_db: f32,
+    /// A sound whose frames stay within this range for [`STEADY_FRAMES`] is noise…
+    pub steady_range_db: f32,
+    /// …when it is no louder than this: a held vowel can be as steady, but not this quiet
+    /// on a telephone line.
+    pub noise_max_dbfs: f32,
 }
+
+/// Frames (400 ms) a steady sound must last before it counts as the line's noise. Band-
+/// limited hiss stays within ±1 dB frame to frame; quiet speech can hold within 4 dB for
+/// 300 ms, but not within 3 dB for 400.
+pub const STEADY_FRAMES: usize = 25;
 
 impl Default for VadConfig {
     fn default() -> Self {
@@ -29,6 +44,9 @@ impl Default for VadConfig {
             threshold: 0.5,
             continue_threshold: 0.35,
             min_level_dbfs: -55.0,
+            snr_margin_db: 4.0,
+            steady_range_db: 3.0,
+            noise_max_dbfs: -40.0,
         }
     }
 }
@@ -49,6 +67,11 @@ pub struct Vad {
     padded: Vec<f32>,
     highpass: [Biquad; 2],
     filtered: Vec<f32>,
+    /// Levels of the last [`STEADY_FRAMES`] frames, oldest first.
+    recent: std::collections::VecDeque<f32>,
+    /// The line's noise floor (dBFS): the level of the last steady quiet stretch, or the
+    /// quietest frame since, whichever is lower.
+    floor_db: f32,
 }
 
 /// A second-order IIR section (direct form I).
@@ -114,6 +137,34 @@ impl Vad {
                 Biquad::highpass(HIGHPASS_HZ, 1.306_563, rate),
             ],
             filtered: vec![0.0; FRAME],
+            recent: std::collections::VecDeque::with_capacity(STEADY_FRAMES + 1),
+            floor_db: -100.0,
+        }
+    }
+
+    /// The noise floor the next frame is judged against.
+    pub fn floor_db(&self) -> f32 {
+        self.floor_db
+    }
+
+    fn track_floor(&mut self, db: f32) {
+        self.recent.push_back(db);
+        if self.recent.len() > STEADY_FRAMES {
+            self.recent.pop_front();
+        }
+        // A quieter frame means the noise dropped (or never was as loud): follow at once.
+        self.floor_db = self.floor_db.min(db);
+        if self.recent.len() == STEADY_FRAMES {
+            let (lo, hi, sum) = self
+                .recent
+                .iter()
+                .fold((f32::MAX, f32::MIN, 0.0), |(lo, hi, sum), &d| {
+                    (lo.min(d), hi.max(d), sum + d)
+                });
+            let mean = sum / STEADY_FRAMES as f32;
+            if hi - lo < self.cfg.steady_range_db && mean <= self.cfg.noise_max_dbfs {
+                self.floor_db = mean;
+            }
         }
     }
 
@@ -139,7 +190,12 @@ impl Vad {
         } else {
             self.cfg.threshold
         };
-        let speech = score >= threshold && db >= self.cfg.min_level_dbfs;
+        // Judged against the floor before this frame: a steady stretch becomes the floor
+        // only once it has lasted, and speech must then rise above it.
+        let speech = score >= threshold
+            && db >= self.cfg.min_level_dbfs
+            && db >= self.floor_db + self.cfg.snr_margin_db;
+        self.track_floor(db);
         self.in_speech = speech;
         FrameLabel { speech, db }
     }
@@ -162,6 +218,13 @@ pub struct EndpointConfig {
     pub long_end_silence_ms: u64,
     /// Utterances with less speech than this are dropped (clicks, coughs).
     pub min_speech_ms: u64,
+    /// An onset is only tentative until its speech frames' levels (past the first two,
+    /// which a step in the line's noise can make look like a rise) span `confirm_range_db`, or
+    /// one reaches `confirm_loud_dbfs`; one still steady after `confirm_ms` was a noise
+    /// that the detector scored as speech, and is dropped.
+    pub confirm_ms: u64,
+    pub confirm_range_db: f32,
+    pub confirm_loud_dbfs: f32,
 }
 
 impl Default for EndpointConfig {
@@ -173,7 +236,17 @@ impl Default for EndpointConfig {
             long_after_ms: 0,
             long_end_silence_ms: 300,
             min_speech_ms: 200,
+            confirm_ms: 320,
+            confirm_range_db: 6.0,
+            confirm_loud_dbfs: -40.0,
         }
+    }
+}
+
+impl EndpointConfig {
+    /// How far back (in frames) an onset's start can lie when it is announced.
+    pub fn onset_reach_frames(&self) -> u64 {
+        self.onset_frames + self.confirm_ms.div_ceil(FRAME_MS)
     }
 }
 
@@ -202,7 +275,12 @@ pub enum EndpointEvent {
 }
 
 enum State {
-    Idle { run: u64 },
+    /// `run` holds the levels of the speech frames in a row so far.
+    Idle {
+        run: Vec<f32>,
+    },
+    /// Opened but not yet announced: the level has not moved like speech yet.
+    Tentative(Open),
     Open(Open),
 }
 
@@ -212,6 +290,21 @@ struct Open {
     speech_frames: u64,
     /// Energy of every frame since `start`, for choosing a split point.
     energies: Vec<f32>,
+    /// Quietest and loudest speech frame since `start`, past the first two. Frames that
+    /// are not speech do not count: a noise that stops is not speech that moved.
+    level_lo: f32,
+    level_hi: f32,
+}
+
+impl Open {
+    /// Pushes the level of the next frame.
+    fn push_level(&mut self, label: FrameLabel) {
+        self.energies.push(label.db);
+        if label.speech && self.energies.len() > 2 {
+            self.level_lo = self.level_lo.min(label.db);
+            self.level_hi = self.level_hi.max(label.db);
+        }
+    }
 }
 
 pub struct Endpointer {
@@ -224,7 +317,7 @@ impl Endpointer {
     pub fn new(cfg: EndpointConfig) -> Self {
         Endpointer {
             cfg,
-            state: State::Idle { run: 0 },
+            state: State::Idle { run: Vec::new() },
             frame: 0,
         }
     }
@@ -238,7 +331,7 @@ impl Endpointer {
     pub fn open_since(&self) -> Option<u64> {
         match &self.state {
             State::Open(o) => Some(o.start),
-            State::Idle { .. } => None,
+            State::Idle { .. } | State::Tentative(_) => None,
         }
     }
 
@@ -262,20 +355,38 @@ impl Endpointer {
         match &mut self.state {
             State::Idle { run } => {
                 if label.speech {
-                    *run += 1;
-                    if *run >= self.cfg.onset_frames {
-                        let start = now + 1 - *run;
-                        let energies = vec![label.db; *run as usize];
-                        self.state = State::Open(Open {
-                            start,
+                    run.push(label.db);
+                    if run.len() as u64 >= self.cfg.onset_frames {
+                        let n = run.len() as u64;
+                        let mut open = Open {
+                            start: now + 1 - n,
                             last_speech: now,
-                            speech_frames: *run,
-                            energies,
-                        });
-                        events.push(EndpointEvent::Start { frame: start });
+                            speech_frames: n,
+                            energies: Vec::new(),
+                            level_lo: f32::MAX,
+                            level_hi: f32::MIN,
+                        };
+                        for &db in run.iter() {
+                            open.push_level(FrameLabel { speech: true, db });
+                        }
+                        run.clear();
+                        self.state = State::Tentative(open);
+                        self.confirm(events);
                     }
                 } else {
-                    *run = 0;
+                    run.clear();
+                }
+            }
+            State::Tentative(open) => {
+                open.push_level(label);
+                if label.speech {
+                    open.last_speech = now;
+                    open.speech_frames += 1;
+                }
+                if now - open.last_speech >= end_silence {
+                    self.state = State::Idle { run: Vec::new() };
+                } else {
+                    self.confirm(events);
                 }
             }
             State::Open(open) => {
@@ -295,7 +406,7 @@ impl Endpointer {
                     if open.speech_frames >= min_speech {
                         events.push(EndpointEvent::End(utt));
                     }
-                    self.state = State::Idle { run: 0 };
+                    self.state = State::Idle { run: Vec::new() };
                 } else if now + 1 - open.start >= max_frames {
                     // Split at the quietest frame of the second half, so neither part is tiny.
                     let half = open.energies.len() / 2;
@@ -320,9 +431,34 @@ impl Endpointer {
         }
     }
 
+    /// Announces a tentative utterance whose level moves like speech, and drops one that
+    /// has stayed steady for `confirm_ms`.
+    fn confirm(&mut self, events: &mut Vec<EndpointEvent>) {
+        let State::Tentative(open) = &self.state else {
+            return;
+        };
+        if moves_like_speech(&self.cfg, open) {
+            let start = open.start;
+            let idle = State::Idle { run: Vec::new() };
+            if let State::Tentative(open) = std::mem::replace(&mut self.state, idle) {
+                self.state = State::Open(open);
+            }
+            events.push(EndpointEvent::Start { frame: start });
+        } else if open.energies.len() as u64 >= self.cfg.confirm_ms.div_ceil(FRAME_MS) {
+            self.state = State::Idle { run: Vec::new() };
+        }
+    }
+
     /// Closes an open utterance at end of input.
     pub fn finish(&mut self, events: &mut Vec<EndpointEvent>) {
-        if let State::Open(open) = &self.state {
+        let state = std::mem::replace(&mut self.state, State::Idle { run: Vec::new() });
+        let open = match state {
+            State::Open(open) => Some(open),
+            // Cut short by the end of input: judged on what there is.
+            State::Tentative(open) if moves_like_speech(&self.cfg, &open) => Some(open),
+            _ => None,
+        };
+        if let Some(open) = open {
             if open.speech_frames >= self.min_speech_frames() {
                 events.push(EndpointEvent::End(Utterance {
                     start_frame: open.start,
@@ -330,8 +466,15 @@ impl Endpointer {
                 }));
             }
         }
-        self.state = State::Idle { run: 0 };
     }
+}
+
+/// Whether a tentative utterance's level has moved as speech does: its speech frames past
+/// the first two span the confirm range, or one of them is loud.
+fn moves_like_speech(cfg: &EndpointConfig, open: &Open) -> bool {
+    let moved =
+        open.level_hi >= open.level_lo && open.level_hi - open.level_lo >= cfg.confirm_range_db;
+    moved || open.level_hi >= cfg.confirm_loud_dbfs
 }
 
 /// How whole recordings are cut for batch transcription.
@@ -501,6 +644,146 @@ mod tests {
         );
         let covered: u64 = spans.iter().map(|s| s.end_ms - s.start_ms).sum();
         assert!(covered >= speech_ms, "{spans:?}");
+    }
+
+    /// 16 kHz audio of a telephone line: `pcm` at 8 kHz with hiss (white in the 4 kHz
+    /// band) at `hiss_dbfs` RMS and 50 Hz hum at `hum_dbfs`, through a µ-law round trip.
+    fn telephone_line(pcm8k: &[f32], hiss_dbfs: f32, hum_dbfs: f32, seed: &mut u64) -> Vec<f32> {
+        let hiss = noise(
+            pcm8k.len(),
+            10f32.powf(hiss_dbfs / 20.0) * 3f32.sqrt(),
+            seed,
+        );
+        let hum = 10f32.powf(hum_dbfs / 20.0) * 2f32.sqrt();
+        let mut line: Vec<i16> = pcm8k
+            .iter()
+            .zip(&hiss)
+            .enumerate()
+            .map(|(i, (&x, &n))| {
+                let t = i as f32 / 8000.0;
+                let v = x + n + hum * (2.0 * std::f32::consts::PI * 50.0 * t).sin();
+                crate::audio::f32_to_i16(v)
+            })
+            .collect();
+        crate::g711::ulaw_round_trip(&mut line);
+        let line: Vec<f32> = line.iter().map(|&s| f32::from(s) / 32768.0).collect();
+        crate::resample::resample(&line, 8000, 16000)
+    }
+
+    #[test]
+    fn steady_line_hiss_after_digital_silence_is_not_speech() {
+        // The detector scores telephone-band hiss as speech in nearly every frame; a call
+        // leg's jitter buffer plays digital silence until the line's noise arrives.
+        let mut seed = 3;
+        for (hiss, hum) in [(-50.0, -45.0), (-45.0, -200.0), (-55.0, -40.0)] {
+            for lead_samples in [0, 37, 80, 123] {
+                let mut x = vec![0.0f32; 8000 * 2 + lead_samples];
+                x.extend(std::iter::repeat_n(1.0, 8000 * 15));
+                // The ones mark where the line is live; the line itself carries no speech.
+                let live: Vec<f32> = x.iter().map(|_| 0.0).collect();
+                let mut line = telephone_line(&live, hiss, hum, &mut seed);
+                let silent = 2 * 16000 + 2 * lead_samples;
+                line[..silent].fill(0.0);
+                let spans = segment(&line, &SegmenterConfig::default());
+                assert!(
+                    spans.is_empty(),
+                    "{hiss}/{hum} dBFS, lead {lead_samples}: {spans:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn speech_over_line_hiss_ends_with_the_speech() {
+        // Without a noise floor the hiss after the words kept the utterance open until
+        // the end of the recording.
+        let mut seed = 5;
+        let s = crate::resample::resample(&speech(), 16000, 8000);
+        let mut x = vec![0.0f32; 8000];
+        x.extend(&s);
+        x.extend(std::iter::repeat_n(0.0, 8000 * 6));
+        let clean = segment(
+            &telephone_line(&x, -200.0, -200.0, &mut seed),
+            &SegmenterConfig::default(),
+        );
+        let mut line = telephone_line(&x, -50.0, -45.0, &mut seed);
+        line[..16000].fill(0.0);
+        let spans = segment(&line, &SegmenterConfig::default());
+        assert_eq!(clean.len(), 1, "{clean:?}");
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        let (a, b) = (spans[0], clean[0]);
+        assert!(
+            a.start_ms.abs_diff(b.start_ms) <= 200 && a.end_ms.abs_diff(b.end_ms) <= 300,
+            "with hiss {a:?}, without {b:?}"
+        );
+    }
+
+    #[test]
+    fn the_floor_follows_a_steady_quiet_line_and_drops_with_it() {
+        let mut seed = 9;
+        let line = telephone_line(&vec![0.0; 8000 * 2], -50.0, -200.0, &mut seed);
+        let mut vad = Vad::new(VadConfig::default());
+        let mut last = FrameLabel {
+            speech: false,
+            db: 0.0,
+        };
+        for f in line.chunks_exact(FRAME) {
+            last = vad.push(f);
+        }
+        assert!(
+            (vad.floor_db() - last.db).abs() < 1.5,
+            "{} vs {}",
+            vad.floor_db(),
+            last.db
+        );
+        assert!(!last.speech);
+        // The line goes digitally silent (what is left is the high-pass filter's tail).
+        vad.push(&[0.0; FRAME]);
+        assert!(vad.floor_db() < -75.0, "{}", vad.floor_db());
+        // A loud steady sound is not taken for the floor: it may be a held vowel.
+        let tone: Vec<f32> = (0..16000)
+            .map(|i| 0.1 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 16000.0).sin())
+            .collect();
+        for f in tone.chunks(FRAME) {
+            vad.push(f);
+        }
+        assert!(vad.floor_db() < -75.0, "{}", vad.floor_db());
+    }
+
+    #[test]
+    fn a_steady_quiet_onset_is_dropped_and_a_moving_one_announced_from_its_start() {
+        let label = |speech, db| FrameLabel { speech, db };
+        let mut ep = Endpointer::new(EndpointConfig::default());
+        let mut ev = Vec::new();
+        // 2 s of "speech" holding -50 ± 1 dB: never announced, never an utterance.
+        for i in 0..125 {
+            ep.push(label(true, -50.0 + (i % 3) as f32 - 1.0), &mut ev);
+        }
+        assert!(ev.is_empty(), "{ev:?}");
+        // Quiet speech that moves: announced at once, from its first frame.
+        for _ in 0..40 {
+            ep.push(QUIET, &mut ev);
+        }
+        let onset = ep.frames();
+        for i in 0..40 {
+            ep.push(label(true, if i % 12 < 6 { -46.0 } else { -53.0 }), &mut ev);
+        }
+        assert_eq!(ev, vec![EndpointEvent::Start { frame: onset }]);
+        // A steady but loud onset (a held vowel) is announced too.
+        let mut ep = Endpointer::new(EndpointConfig::default());
+        let mut ev = Vec::new();
+        for _ in 0..40 {
+            ep.push(label(true, -30.0), &mut ev);
+        }
+        assert_eq!(ev.first(), Some(&EndpointEvent::Start { frame: 0 }));
+        // The end of input judges a tentative onset on what there is.
+        let mut ep = Endpointer::new(EndpointConfig::default());
+        let mut ev = Vec::new();
+        for i in 0..15 {
+            ep.push(label(true, -52.0 + (i % 2) as f32 * 8.0), &mut ev);
+        }
+        ep.finish(&mut ev);
+        assert_eq!(ends(&ev).len(), 1, "{ev:?}");
     }
 
     const SPEECH: FrameLabel = FrameLabel {
