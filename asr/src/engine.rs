@@ -125,11 +125,19 @@ pub fn max_tokens_for(samples: usize) -> i32 {
     (24.0 + 16.0 * secs).ceil().min(220.0) as i32
 }
 
+/// The encoder window is a multiple of this. ggml hands a matrix product to its tiled
+/// GEMM (tinyBLAS) only when the rows of the left operand, and for f16 also the shared
+/// dimension, divide evenly into the GEMM's tiles (16 floats with AVX-512); otherwise it
+/// falls back to one dot product per output element. The encoder's self-attention
+/// products have the window as those dimensions, so an odd window cost them that path.
+const CTX_ALIGN: i32 = 16;
+
 /// The encoder window used for `samples` of 16 kHz audio.
 pub fn audio_ctx_for(samples: usize) -> i32 {
     let secs = samples.max(MIN_SAMPLES) as f64 / 16_000.0;
     let frames = (secs * CTX_PER_SECOND).ceil() as i32 + CTX_MARGIN;
-    frames.min(FULL_CTX)
+    let aligned = (frames + CTX_ALIGN - 1) / CTX_ALIGN * CTX_ALIGN;
+    aligned.min(FULL_CTX)
 }
 
 impl Engine {
@@ -560,7 +568,10 @@ mod tests {
 
     #[test]
     fn audio_ctx_is_sized_to_the_audio() {
-        assert_eq!(audio_ctx_for(16_000 * 3), 150 + 128);
+        // 150 frames of audio and the margin, rounded up to the GEMM tile.
+        assert_eq!(audio_ctx_for(16_000 * 3), 288);
+        assert_eq!(audio_ctx_for(16_000 * 3 + 16 * 20 * 10), 288);
+        assert_eq!(audio_ctx_for(16_000 * 3 + 16 * 20 * 11), 304);
         assert_eq!(audio_ctx_for(100), audio_ctx_for(MIN_SAMPLES));
         assert_eq!(audio_ctx_for(16_000 * 40), FULL_CTX);
     }
