@@ -68,9 +68,10 @@ fn follow_live(http: SocketAddr) -> std::thread::JoinHandle<Vec<Value>> {
 /// One call that plays `pcm`, held `tail_ms` past the audio. Returns the
 /// stopped gateway (its data directory holds the recording), the call record
 /// and what the live feed carried.
-/// One call playing `pcm`: its record, what the live feed carried, and how many jobs
-/// the recogniser was given.
-fn call(config: &str, pcm: &[i16], tail_ms: usize) -> (Value, Vec<Value>, f64) {
+/// One call playing `pcm`: the stopped gateway (its data directory lives as long as it
+/// does), the call's record, what the live feed carried, and how many jobs the
+/// recogniser was given.
+fn call(config: &str, pcm: &[i16], tail_ms: usize) -> (Gateway, Value, Vec<Value>, f64) {
     let dir = tempfile::tempdir().unwrap();
     write_pcap(
         &dir.path().join("caller.pcap"),
@@ -98,7 +99,7 @@ fn call(config: &str, pcm: &[i16], tail_ms: usize) -> (Value, Vec<Value>, f64) {
     assert_eq!(calls.len(), 1, "{calls:#?}");
     let record = gw.call_show(&field(&calls[0], "id"));
     let live = live.join().expect("live reader");
-    (record, live, jobs)
+    (gw, record, live, jobs)
 }
 
 fn segments<'a>(record: &'a Value, channel: &str) -> Vec<&'a Value> {
@@ -297,7 +298,7 @@ fn english_call_finals_match_eval_with_tiny_en() {
     let (pcm, placed) = speech(&files);
     let config = "[media]\ngreeting = \"\"\n\
          [asr]\nmodel = \"tiny.en\"\nlanguage = \"en\"\nchannels = [\"caller\"]\nfinal_beam = 5\n";
-    let (record, live, _) = call(config, &pcm, 2500);
+    let (_gw, record, live, _) = call(config, &pcm, 2500);
     check_against_eval(&record, &live, &placed, "tiny.en", 5, Language::En);
 }
 
@@ -317,7 +318,7 @@ fn mandarin_call_with_base_both_sides() {
     // The greeting (espeak Mandarin) plays on the gateway side meanwhile.
     let config = "[asr]\nmodel = \"base\"\nlanguage = \"zh\"\n\
          channels = [\"caller\", \"gateway\"]\nfinal_beam = 5\n";
-    let (record, live, _) = call(config, &pcm, 2500);
+    let (_gw, record, live, _) = call(config, &pcm, 2500);
     check_against_eval(&record, &live, &placed, "base", 5, Language::Zh);
     let greeting = segments(&record, "gateway");
     assert!(
@@ -362,7 +363,7 @@ fn silence_and_line_noise_give_no_segments() {
     }
     let config = "[media]\ngreeting = \"\"\n\
          [asr]\nmodel = \"tiny.en\"\nlanguage = \"en\"\nchannels = [\"caller\", \"gateway\"]\n";
-    let (record, live, jobs) = call(config, &pcm, 1500);
+    let (_gw, record, live, jobs) = call(config, &pcm, 1500);
     assert_eq!(
         record["segments"].as_array().map(Vec::len),
         Some(0),
@@ -382,7 +383,7 @@ fn caller_speech_barges_in_on_the_greeting() {
     let (mut pcm, _) = speech(&["en_jfk.wav"]);
     pcm.splice(0..0, std::iter::repeat_n(0i16, 1000 * 8));
     let config = "[asr]\nmodel = \"tiny.en\"\nlanguage = \"en\"\nchannels = [\"caller\"]\n";
-    let (record, _, _) = call(config, &pcm, 500);
+    let (_gw, record, _, _) = call(config, &pcm, 500);
     let path = record["recording"].as_str().expect("recording path");
     let wav = common::media::read_wav(Path::new(path));
     let gateway = wav.channel(1);
