@@ -380,7 +380,7 @@ impl Stream {
         let audio_end = if split {
             end
         } else {
-            end + ms_to_samples(self.cfg.post_pad_ms)
+            end + ms_to_samples(self.post_pad_ms(utt.start_frame, utt.end_frame))
         };
         self.last_final_end = self.last_final_end.max(audio_end);
         self.pending.push_back(PendingFinal {
@@ -406,6 +406,23 @@ impl Stream {
             end_frame: open.last_speech_frame.max(open.start_frame) + 1,
         };
         self.close(utt, false);
+    }
+
+    /// Audio kept after an utterance's last speech frame. A long utterance ends at the
+    /// shorter `long_end_silence_ms`, so its post-pad shrinks by the difference: the
+    /// speculative decode, which starts once the post-pad is there, keeps the same head
+    /// start on the endpointer's decision (300 ms by default) instead of 100 ms.
+    fn post_pad_ms(&self, start_frame: u64, end_frame: u64) -> u64 {
+        let ep = &self.cfg.endpoint;
+        let long_after = ep.long_after_ms / FRAME_MS;
+        let long = long_after > 0 && end_frame.saturating_sub(start_frame) >= long_after;
+        if !long {
+            return self.cfg.post_pad_ms;
+        }
+        let head_start = ep.end_silence_ms.saturating_sub(self.cfg.post_pad_ms);
+        self.cfg
+            .post_pad_ms
+            .min(ep.long_end_silence_ms.saturating_sub(head_start))
     }
 
     fn utt_audio_start(&self, start_frame: u64) -> u64 {
@@ -456,7 +473,8 @@ impl Stream {
         let min_speech = self.cfg.endpoint.min_speech_ms.div_ceil(FRAME_MS);
         let Some(open) = &self.open else { return };
         let end = (open.last_speech_frame + 1) * FRAME as u64;
-        let audio_end = end + ms_to_samples(self.cfg.post_pad_ms);
+        let post_pad = self.post_pad_ms(open.start_frame, open.last_speech_frame + 1);
+        let audio_end = end + ms_to_samples(post_pad);
         if open.speculated == Some(open.last_speech_frame)
             || processed < audio_end
             || open.speech_frames < min_speech
@@ -684,6 +702,55 @@ mod tests {
         let mut off = off;
         let jobs = run(&mut off, &pcm, 160);
         assert!(jobs.iter().all(|j| j.kind != JobKind::Speculative));
+    }
+
+    #[test]
+    fn a_long_utterance_keeps_the_speculation_head_start() {
+        // Past long_after a 400 ms pause ends an utterance; with the normal 300 ms
+        // post-pad the speculative decode would start only 100 ms before the final.
+        let cfg = StreamConfig {
+            endpoint: EndpointConfig {
+                long_after_ms: 2000,
+                long_end_silence_ms: 400,
+                ..StreamConfig::default().endpoint
+            },
+            ..StreamConfig::default()
+        };
+        let (pcm, _) = call();
+        let mut s = Stream::new(cfg.clone());
+        let mut jobs = Vec::new();
+        for c in pcm.chunks(160) {
+            s.push_8k(c);
+            while let Some(j) = s.poll() {
+                jobs.push((s.position_ms(), j));
+            }
+        }
+        let mut long = 0;
+        for (at, f) in jobs.iter().filter(|(_, j)| j.kind == JobKind::Final) {
+            let Some((spec_at, spec)) = jobs
+                .iter()
+                .rfind(|(_, j)| j.kind == JobKind::Speculative && j.utterance == f.utterance)
+            else {
+                continue;
+            };
+            assert_eq!(spec.audio, f.audio, "{f:?}");
+            let post_pad = f.audio.len() as u64 / 16 - (f.end_ms - f.start_ms);
+            if f.end_ms - f.start_ms >= 2000 {
+                long += 1;
+                // The pre-pad can be cut short by the previous final, the post-pad not.
+                assert!(post_pad <= 100 + cfg.pre_pad_ms, "{f:?}");
+                assert!(
+                    at - spec_at >= 280,
+                    "speculated at {spec_at}, final at {at}"
+                );
+            } else {
+                assert!(
+                    at - spec_at >= 280,
+                    "speculated at {spec_at}, final at {at}"
+                );
+            }
+        }
+        assert!(long >= 2, "{jobs:?}");
     }
 
     #[test]
