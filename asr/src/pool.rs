@@ -433,10 +433,9 @@ impl JobQueue {
         self.len() == 0
     }
 
-    /// Finals and speculative decodes waiting: the work a decode that starts now would
-    /// hold up if it took every core. (Queued partials do not count: they wait for an
-    /// idle pool anyway.)
-    /// Finals and speculative decodes that could start now: none of a stream in `busy`.
+    /// Finals and speculative decodes that could start now (none of a stream in `busy`):
+    /// the work a decode that starts now would hold up if it took every core. (Queued
+    /// partials do not count: they wait for an idle pool anyway.)
     pub fn finals_startable(&self, busy: &[u64]) -> usize {
         self.finals
             .iter()

@@ -414,9 +414,7 @@ impl Stream {
     /// start on the endpointer's decision (300 ms by default) instead of 100 ms.
     fn post_pad_ms(&self, start_frame: u64, end_frame: u64) -> u64 {
         let ep = &self.cfg.endpoint;
-        let long_after = ep.long_after_ms / FRAME_MS;
-        let long = long_after > 0 && end_frame.saturating_sub(start_frame) >= long_after;
-        if !long {
+        if !ep.is_long(end_frame.saturating_sub(start_frame)) {
             return self.cfg.post_pad_ms;
         }
         let head_start = ep.end_silence_ms.saturating_sub(self.cfg.post_pad_ms);

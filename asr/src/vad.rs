@@ -248,6 +248,13 @@ impl EndpointConfig {
     pub fn onset_reach_frames(&self) -> u64 {
         self.onset_frames + self.confirm_ms.div_ceil(FRAME_MS)
     }
+
+    /// Whether an utterance whose speech spans `frames` (start to last speech frame) is
+    /// long, so that `long_end_silence_ms` ends it.
+    pub fn is_long(&self, frames: u64) -> bool {
+        let long_after = self.long_after_ms / FRAME_MS;
+        long_after > 0 && frames >= long_after
+    }
 }
 
 /// An utterance in frames: `[start, end)`.
@@ -344,7 +351,6 @@ impl Endpointer {
         let now = self.frame;
         self.frame += 1;
         let end_silence = self.cfg.end_silence_ms.div_ceil(FRAME_MS).max(1);
-        let long_after = self.cfg.long_after_ms / FRAME_MS;
         let long_silence = self
             .cfg
             .long_end_silence_ms
@@ -396,7 +402,7 @@ impl Endpointer {
                     open.speech_frames += 1;
                 }
                 // Length up to the last speech: the silence being waited out does not count.
-                let long = long_after > 0 && open.last_speech + 1 - open.start >= long_after;
+                let long = self.cfg.is_long(open.last_speech + 1 - open.start);
                 let needed = if long { long_silence } else { end_silence };
                 if now - open.last_speech >= needed {
                     let utt = Utterance {
