@@ -224,12 +224,13 @@ impl JobQueue {
                 self.queue_final(queued);
             }
             JobKind::Partial => {
-                // The speaker went on: the speculative cut is not the final.
-                if self
-                    .spec_of
-                    .get(&stream_key)
-                    .is_some_and(|s| s.key.utterance == job.utterance)
-                {
+                // The speaker went on, so the speculative cut is probably not the final:
+                // one not started yet is not worth a core. One decoded (or decoding) is
+                // kept: if the utterance grows too long it is split at that cut
+                // (`Endpointer::offer_split`), and this is the first part's final.
+                if self.spec_of.get(&stream_key).is_some_and(|s| {
+                    s.key.utterance == job.utterance && matches!(s.state, SpecState::Queued)
+                }) {
                     self.forget_spec(stream_key);
                 }
                 self.queue_partial(stream_key, job, now);
@@ -1134,6 +1135,34 @@ mod tests {
             (s.speculative_hits, s.speculative_shed, s.speculative_wasted),
             (0, 0, 1)
         );
+    }
+
+    #[test]
+    fn a_decoded_speculation_outlives_the_speaker_going_on() {
+        let t0 = Instant::now();
+        let mut q = JobQueue::new(QueueConfig::default());
+        q.push(1, spec(0, 160), ms(t0, 0));
+        let running = q.pop(ms(t0, 1)).unwrap();
+        // The speaker went on; later the utterance is split at that very cut.
+        q.push(1, partial(0, 1), ms(t0, 100));
+        assert!(q
+            .complete_speculative(1, &running.job, decoded(t0, "前半句"))
+            .is_none());
+        let a = q
+            .push(1, job(JobKind::Final, 0, 2, 160), ms(t0, 5000))
+            .expect("answered from the speculative decode");
+        assert_eq!(a.result.text, "前半句");
+        assert_eq!(q.stats().speculative_hits, 1);
+        // One that had not started is shed when the speaker goes on: its final decodes.
+        let mut q = JobQueue::new(QueueConfig::default());
+        q.push(1, spec(0, 160), ms(t0, 0));
+        q.push(1, partial(0, 1), ms(t0, 100));
+        assert!(q.push(1, final_(0), ms(t0, 5000)).is_none());
+        let order: Vec<_> = std::iter::from_fn(|| q.pop(ms(t0, 5001)))
+            .map(|q| key(&q))
+            .collect();
+        assert_eq!(order, vec![(1, JobKind::Final, 0, 0)]);
+        assert_eq!(q.stats().speculative_shed, 1);
     }
 
     #[test]

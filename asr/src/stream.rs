@@ -103,6 +103,11 @@ impl std::fmt::Debug for Job {
     }
 }
 
+/// How long before an utterance reaches max length its split is cut and speculated
+/// (`Stream::maybe_presplit`): time for that decode to finish before the split, at the
+/// price of choosing the cut among the frames up to then.
+const PRESPLIT_LEAD_MS: u64 = 1500;
+
 /// Input is converted in blocks of this many 8 kHz samples, so one huge push cannot
 /// make the buffer hold more than a block beyond its bound.
 const BLOCK_8K: usize = 4000;
@@ -327,6 +332,7 @@ impl Stream {
         }
         self.emit_ready_finals();
         self.maybe_speculate();
+        self.maybe_presplit();
         self.maybe_partial();
         self.trim();
     }
@@ -494,12 +500,63 @@ impl Stream {
             open.index = Some(index);
             open.speculated = Some(last);
         }
+        // Should the speaker go on until the utterance must be split, splitting here
+        // makes this decode the first part's final: a split at max length then costs
+        // no decode after it.
+        self.ep
+            .offer_split(last + 1, audio_end.div_ceil(FRAME as u64));
         self.jobs.push_back(Job {
             kind: JobKind::Speculative,
             utterance: index,
             revision,
             start_ms: start_frame * FRAME_MS,
             end_ms: (last + 1) * FRAME_MS,
+            audio,
+        });
+    }
+
+    /// Speech has gone on so long without a pause that the endpointer will split it at
+    /// max length: [`PRESPLIT_LEAD_MS`] before that, cut the first part where the split
+    /// would fall now and decode it speculatively, and have the endpointer split there.
+    /// The split then costs no decode after it, where it cost the longest decode a stream
+    /// has (10 to 12 s of audio: about 550 ms on two cores alone, seconds under load).
+    fn maybe_presplit(&mut self) {
+        if !self.cfg.speculate || !self.pending.is_empty() {
+            return;
+        }
+        let Some(open) = &self.open else { return };
+        let max = (self.cfg.endpoint.max_utterance_ms / FRAME_MS).max(2);
+        let at = max.saturating_sub(PRESPLIT_LEAD_MS / FRAME_MS);
+        if self.frames.saturating_sub(open.start_frame) != at {
+            return;
+        }
+        // A speculated pause in the second half is the cut already (offer_split).
+        if open
+            .speculated
+            .is_some_and(|last| last + 1 >= open.start_frame + max / 2)
+        {
+            return;
+        }
+        let Some(cut) = self.ep.split_candidate() else {
+            return;
+        };
+        let (start_frame, audio_start, revision) =
+            (open.start_frame, open.audio_start, open.revision);
+        let index = match open.index {
+            Some(i) => i,
+            None => self.take_index(),
+        };
+        let audio = self.cut(audio_start, cut * FRAME as u64);
+        if let Some(open) = &mut self.open {
+            open.index = Some(index);
+        }
+        self.ep.offer_split(cut, cut);
+        self.jobs.push_back(Job {
+            kind: JobKind::Speculative,
+            utterance: index,
+            revision,
+            start_ms: start_frame * FRAME_MS,
+            end_ms: cut * FRAME_MS,
             audio,
         });
     }
@@ -749,6 +806,68 @@ mod tests {
             }
         }
         assert!(long >= 2, "{jobs:?}");
+    }
+
+    #[test]
+    fn an_utterance_split_at_max_length_is_cut_where_it_was_speculated() {
+        // Past long_after a pause of the (100 ms) post-pad is speculated; the speaker
+        // goes on, and at max length the utterance is split at the last such cut, so
+        // the speculative decode is the first part's final.
+        let endpoint = EndpointConfig {
+            long_after_ms: 2000,
+            long_end_silence_ms: 400,
+            max_utterance_ms: 5000,
+            ..StreamConfig::default().endpoint
+        };
+        let a = speech_8k("zh_aishell1_S0724W0121.wav");
+        let mut pcm = silence(1500);
+        pcm.extend(a.iter());
+        pcm.extend(silence(250));
+        pcm.extend(a.iter());
+        pcm.extend(silence(2500));
+        // Without a pause: one clip into the next, where even the 300 ms post-pad of
+        // an utterance short of long_after finds no pause to speculate on. The split is
+        // speculated 1.5 s before max length, at the quietest frame up to then.
+        let mut joined = silence(1500);
+        joined.extend(a.iter());
+        joined.extend(a.iter());
+        joined.extend(silence(2500));
+        let unpaused = EndpointConfig {
+            long_after_ms: 0,
+            ..endpoint.clone()
+        };
+        for (pcm, endpoint, speculate) in [
+            (&pcm, &endpoint, true),
+            (&pcm, &endpoint, false),
+            (&joined, &unpaused, true),
+        ] {
+            let mut s = Stream::new(StreamConfig {
+                endpoint: endpoint.clone(),
+                speculate,
+                ..StreamConfig::default()
+            });
+            let jobs = run(&mut s, pcm, 160);
+            let finals = finals(&jobs);
+            let first = finals.first().expect("a final");
+            // Split, not ended by a pause: the second clip has not ended by 5 s.
+            assert!(finals.len() >= 2, "{finals:?}");
+            assert!(first.end_ms - first.start_ms > 2500, "{first:?}");
+            let spec = jobs
+                .iter()
+                .rfind(|j| j.kind == JobKind::Speculative && j.utterance == first.utterance);
+            match spec {
+                Some(spec) => {
+                    assert!(speculate);
+                    assert_eq!(
+                        (spec.start_ms, spec.end_ms, spec.audio.len()),
+                        (first.start_ms, first.end_ms, first.audio.len()),
+                        "the split is not the last speculated cut"
+                    );
+                    assert!(spec.audio == first.audio);
+                }
+                None => assert!(!speculate, "no speculation of {first:?}"),
+            }
+        }
     }
 
     #[test]

@@ -301,6 +301,9 @@ struct Open {
     /// are not speech do not count: a noise that stops is not speech that moved.
     level_lo: f32,
     level_hi: f32,
+    /// A cut offered by [`Endpointer::offer_split`]: (end of its speech, frame where the
+    /// next part would begin).
+    offered: Option<(u64, u64)>,
 }
 
 impl Open {
@@ -371,6 +374,7 @@ impl Endpointer {
                             energies: Vec::new(),
                             level_lo: f32::MAX,
                             level_hi: f32::MIN,
+                            offered: None,
                         };
                         for &db in run.iter() {
                             open.push_level(FrameLabel { speech: true, db });
@@ -414,25 +418,54 @@ impl Endpointer {
                     }
                     self.state = State::Idle { run: Vec::new() };
                 } else if now + 1 - open.start >= max_frames {
-                    // Split at the quietest frame of the second half, so neither part is tiny.
+                    // Split in the second half, so neither part is tiny: at the offered
+                    // cut if there is one there, else at the quietest frame.
                     let half = open.energies.len() / 2;
-                    let rel = open.energies[half..]
-                        .iter()
-                        .enumerate()
-                        .min_by(|a, b| a.1.total_cmp(b.1))
-                        .map(|(i, _)| half + i)
-                        .unwrap_or(half);
-                    let split = open.start + rel as u64;
+                    let (end, resume) = match open.offered.filter(|&(end, resume)| {
+                        end > open.start && resume >= open.start + half as u64 && resume <= now
+                    }) {
+                        Some(cut) => cut,
+                        None => {
+                            let split = quietest_from(open, half).max(open.start + 1);
+                            (split, split)
+                        }
+                    };
                     events.push(EndpointEvent::End(Utterance {
                         start_frame: open.start,
-                        end_frame: split.max(open.start + 1),
+                        end_frame: end,
                     }));
+                    let rel = ((resume - open.start) as usize).min(open.energies.len());
                     open.energies.drain(..rel);
-                    open.start = split;
-                    open.last_speech = open.last_speech.max(split);
+                    open.start = resume;
+                    open.last_speech = open.last_speech.max(resume);
                     open.speech_frames = open.energies.len() as u64;
-                    events.push(EndpointEvent::Start { frame: split });
+                    open.offered = None;
+                    events.push(EndpointEvent::Start { frame: resume });
                 }
+            }
+        }
+    }
+
+    /// Where the open utterance would be split if it reached `max_utterance_ms` now: the
+    /// quietest of its frames from half that length on. `None` before it is that long.
+    pub fn split_candidate(&self) -> Option<u64> {
+        let State::Open(open) = &self.state else {
+            return None;
+        };
+        let half = (self.cfg.max_utterance_ms / FRAME_MS).max(2) as usize / 2;
+        (open.energies.len() > half).then(|| quietest_from(open, half))
+    }
+
+    /// Offers a cut of the open utterance that the caller has already prepared a final
+    /// for: its speech up to frame `end` (exclusive) and, after it, silence up to frame
+    /// `resume`, where the next part would begin. Should the utterance reach
+    /// `max_utterance_ms` with this the latest offer and in its second half, it is split
+    /// there, into `[start, end)` and an utterance from `resume`, instead of at the
+    /// quietest frame: a pause the speaker really made, and a final already decoded.
+    pub fn offer_split(&mut self, end: u64, resume: u64) {
+        if let State::Open(open) = &mut self.state {
+            if open.start < end && end <= resume && resume <= self.frame {
+                open.offered = Some((end, resume));
             }
         }
     }
@@ -473,6 +506,19 @@ impl Endpointer {
             }
         }
     }
+}
+
+/// The quietest frame of `open` from its `from`-th frame on (the first of equals).
+fn quietest_from(open: &Open, from: usize) -> u64 {
+    let rel = open
+        .energies
+        .get(from..)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(from, |(i, _)| from + i);
+    open.start + rel as u64
 }
 
 /// Whether a tentative utterance's level has moved as speech does: its speech frames past
@@ -911,6 +957,50 @@ mod tests {
                 end_frame: 800
             }
         );
+    }
+
+    #[test]
+    fn a_long_utterance_is_split_at_the_offered_cut_in_its_second_half() {
+        let cfg = EndpointConfig {
+            max_utterance_ms: 10_000,
+            ..Default::default()
+        };
+        // (frame the pause starts at, whether the cut is taken): 625 frames to the split,
+        // so the cut must leave at least 312 frames before it.
+        for (pause, taken) in [(450u64, true), (200, false)] {
+            let mut ep = Endpointer::new(cfg.clone());
+            let mut ev = Vec::new();
+            for i in 0..800u64 {
+                let quiet = (pause..pause + 8).contains(&i);
+                let db = if i == 500 { -45.0 } else { -20.0 };
+                ep.push(FrameLabel { speech: !quiet, db }, &mut ev);
+                if i == pause + 7 {
+                    ep.offer_split(pause, pause + 7);
+                }
+            }
+            ep.finish(&mut ev);
+            let (end, resume) = if taken {
+                (pause, pause + 7)
+            } else {
+                (500, 500)
+            };
+            assert_eq!(
+                ev,
+                vec![
+                    EndpointEvent::Start { frame: 0 },
+                    EndpointEvent::End(Utterance {
+                        start_frame: 0,
+                        end_frame: end
+                    }),
+                    EndpointEvent::Start { frame: resume },
+                    EndpointEvent::End(Utterance {
+                        start_frame: resume,
+                        end_frame: 800
+                    }),
+                ],
+                "pause at {pause}"
+            );
+        }
     }
 
     #[test]
