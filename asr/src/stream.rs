@@ -126,6 +126,8 @@ struct OpenUtt {
     last_partial_frame: Option<u64>,
     /// The last speech frame a speculative final was cut after.
     speculated: Option<u64>,
+    /// The split at max length is cut and speculated ([`Stream::maybe_presplit`]).
+    presplit: bool,
     /// First sample of the padded audio.
     audio_start: u64,
 }
@@ -367,6 +369,7 @@ impl Stream {
                         next_partial_frame: frame + frames_for_ms(self.cfg.partial_interval_ms),
                         last_partial_frame: None,
                         speculated: None,
+                        presplit: false,
                         audio_start,
                     });
                 }
@@ -549,6 +552,7 @@ impl Stream {
         let audio = self.cut(audio_start, cut * FRAME as u64);
         if let Some(open) = &mut self.open {
             open.index = Some(index);
+            open.presplit = true;
         }
         self.ep.offer_split(cut, cut);
         self.jobs.push_back(Job {
@@ -567,11 +571,13 @@ impl Stream {
             return;
         }
         // The speaker has stopped and the final's decode is under way: a partial of
-        // the same words would only compete with it.
+        // the same words would only compete with it. So too once the split is cut: a
+        // partial would be the longest decode of the stream, shown for under 1.5 s, and
+        // would shed the split's speculation if that had not started yet.
         if self
             .open
             .as_ref()
-            .is_some_and(|o| o.speculated == Some(o.last_speech_frame))
+            .is_some_and(|o| o.presplit || o.speculated == Some(o.last_speech_frame))
         {
             return;
         }
@@ -836,10 +842,10 @@ mod tests {
             long_after_ms: 0,
             ..endpoint.clone()
         };
-        for (pcm, endpoint, speculate) in [
-            (&pcm, &endpoint, true),
-            (&pcm, &endpoint, false),
-            (&joined, &unpaused, true),
+        for (pcm, endpoint, speculate, presplit) in [
+            (&pcm, &endpoint, true, false),
+            (&pcm, &endpoint, false, false),
+            (&joined, &unpaused, true, true),
         ] {
             let mut s = Stream::new(StreamConfig {
                 endpoint: endpoint.clone(),
@@ -864,6 +870,16 @@ mod tests {
                         "the split is not the last speculated cut"
                     );
                     assert!(spec.audio == first.audio);
+                    // Once the split is cut, partials of it stop until its final.
+                    let after = jobs.iter().skip_while(|j| !std::ptr::eq(*j, spec));
+                    let partials = after
+                        .take_while(|j| j.kind != JobKind::Final)
+                        .filter(|j| j.kind == JobKind::Partial && j.utterance == first.utterance)
+                        .count();
+                    assert!(
+                        !presplit || partials == 0,
+                        "{partials} partials after the cut"
+                    );
                 }
                 None => assert!(!speculate, "no speculation of {first:?}"),
             }
