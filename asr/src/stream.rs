@@ -361,7 +361,12 @@ impl Stream {
                         .max(self.last_final_end);
                     self.open = Some(OpenUtt {
                         start_frame: frame,
-                        last_speech_frame: self.frames.saturating_sub(1),
+                        // The endpointer's own: the utterance's end (and so a speculative
+                        // decode's audio) must be where the endpointer will put it.
+                        last_speech_frame: self
+                            .ep
+                            .last_speech()
+                            .unwrap_or(self.frames.saturating_sub(1)),
                         // The endpointer opened on (or split into) frames it counts as speech.
                         speech_frames: self.frames.saturating_sub(frame),
                         index: None,
@@ -882,6 +887,41 @@ mod tests {
                     );
                 }
                 None => assert!(!speculate, "no speculation of {first:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_part_after_a_split_is_speculated_with_its_final_audio() {
+        // The speaker stops just before max length: the split's second part is all
+        // speech already said, and ends in the silence after it.
+        let endpoint = EndpointConfig {
+            max_utterance_ms: 5000,
+            ..StreamConfig::default().endpoint
+        };
+        let a = speech_8k("zh_aishell1_S0724W0121.wav");
+        for speech_ms in [4900usize, 4950, 5000] {
+            let mut pcm = silence(1500);
+            pcm.extend(a.iter());
+            pcm.extend(a.iter().take(speech_ms * 8 - a.len()));
+            pcm.extend(silence(2500));
+            let mut s = Stream::new(StreamConfig {
+                endpoint: endpoint.clone(),
+                ..StreamConfig::default()
+            });
+            let jobs = run(&mut s, &pcm, 160);
+            let finals = finals(&jobs);
+            assert_eq!(finals.len(), 2, "{speech_ms}: {finals:?}");
+            for f in finals {
+                let spec = jobs
+                    .iter()
+                    .rfind(|j| j.kind == JobKind::Speculative && j.utterance == f.utterance)
+                    .unwrap_or_else(|| panic!("{speech_ms}: no speculation of {f:?}"));
+                assert_eq!(
+                    (spec.start_ms, spec.end_ms, spec.audio.len()),
+                    (f.start_ms, f.end_ms, f.audio.len()),
+                    "{speech_ms}: the last speculation of {f:?} is not its final"
+                );
             }
         }
     }

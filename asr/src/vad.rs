@@ -345,6 +345,15 @@ impl Endpointer {
         }
     }
 
+    /// The open utterance's last speech frame. After a split it is the last one before
+    /// the split if the speaker had stopped by then, not the split frame.
+    pub fn last_speech(&self) -> Option<u64> {
+        match &self.state {
+            State::Open(o) => Some(o.last_speech),
+            State::Idle { .. } | State::Tentative(_) => None,
+        }
+    }
+
     fn min_speech_frames(&self) -> u64 {
         self.cfg.min_speech_ms.div_ceil(FRAME_MS)
     }
