@@ -449,6 +449,19 @@ impl Stream {
         i
     }
 
+    /// The open utterance's index, taken with its first job (so that indices count only
+    /// utterances the caller saw); a fresh one if none is open.
+    fn claim_index(&mut self) -> u64 {
+        if let Some(i) = self.open.as_ref().and_then(|o| o.index) {
+            return i;
+        }
+        let i = self.take_index();
+        if let Some(open) = &mut self.open {
+            open.index = Some(i);
+        }
+        i
+    }
+
     fn emit_ready_finals(&mut self) {
         let processed = self.frames * FRAME as u64;
         while let Some(p) = self.pending.front() {
@@ -499,13 +512,9 @@ impl Stream {
             open.revision,
             open.last_speech_frame,
         );
-        let index = match open.index {
-            Some(i) => i,
-            None => self.take_index(),
-        };
+        let index = self.claim_index();
         let audio = self.cut(audio_start, audio_end);
         if let Some(open) = &mut self.open {
-            open.index = Some(index);
             open.speculated = Some(last);
         }
         // Should the speaker go on until the utterance must be split, splitting here
@@ -550,13 +559,9 @@ impl Stream {
         };
         let (start_frame, audio_start, revision) =
             (open.start_frame, open.audio_start, open.revision);
-        let index = match open.index {
-            Some(i) => i,
-            None => self.take_index(),
-        };
+        let index = self.claim_index();
         let audio = self.cut(audio_start, cut * FRAME as u64);
         if let Some(open) = &mut self.open {
-            open.index = Some(index);
             open.presplit = true;
         }
         self.ep.offer_split(cut, cut);
@@ -607,13 +612,9 @@ impl Stream {
         }
         let (start_frame, audio_start, revision) =
             (open.start_frame, open.audio_start, open.revision);
-        let index = match open.index {
-            Some(i) => i,
-            None => self.take_index(),
-        };
+        let index = self.claim_index();
         let audio = self.cut(audio_start, frames * FRAME as u64);
         if let Some(open) = &mut self.open {
-            open.index = Some(index);
             open.revision += 1;
             open.next_partial_frame = frames + interval;
             open.last_partial_frame = Some(frames);
